@@ -1,0 +1,96 @@
+"""The contract every DNS backend implements.
+
+Names are absolute, lower-case, IDNA and end in a dot; values are unquoted. Adding a
+value keeps the other values of the RRset; removing a value that is gone succeeds.
+Only ProviderError subclasses leave a provider.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+class ProviderError(Exception):
+    retryable: ClassVar[bool] = False
+
+
+class ProviderAuthError(ProviderError):
+    """The backend rejected the credentials."""
+
+
+class ZoneNotFoundError(ProviderError):
+    """No zone of this provider contains the name."""
+
+
+class ProviderThrottledError(ProviderError):
+    retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    retryable = True
+
+
+class ProviderRejectedError(ProviderError):
+    """The backend understood the change and refused it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A handle on a submitted change, for backends that apply changes asynchronously."""
+
+    provider: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    applies_synchronously: bool = True
+    merges_concurrent_changes: bool = False
+
+
+class DnsProvider(ABC):
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Create SDK clients and sockets."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what open() made."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise ProviderError when the backend cannot be used (credentials, reachability)."""
+
+    @abstractmethod
+    def zones(self) -> tuple[str, ...]:
+        """The zones this provider serves, as configured or discovered at open()."""
+
+    async def find_zone(self, fqdn: str) -> str:
+        """The most specific zone of this provider containing ``fqdn``."""
+        best = ""
+        for zone in self.zones():
+            if (fqdn == zone or fqdn.endswith("." + zone)) and len(zone) > len(best):
+                best = zone
+        if not best:
+            raise ZoneNotFoundError(f"provider {self.name!r} serves no zone containing {fqdn}")
+        return best
+
+    @abstractmethod
+    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
+        """Add one value to the TXT RRset at ``name``; a value already there is a no-op."""
+
+    @abstractmethod
+    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
+        """Remove one value from the TXT RRset at ``name``; a value already gone is a no-op."""
+
+    @abstractmethod
+    async def list_txt(self, zone: str, name: str) -> list[str]:
+        """The values of the TXT RRset at ``name``."""
+
+    async def wait_applied(self, change: Change | None) -> None:  # noqa: B027 - optional hook
+        """Return once ``change`` is live on the backend's servers."""

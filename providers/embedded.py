@@ -1,0 +1,315 @@
+"""The broker's own authoritative zones: the default provider, needing no credentials.
+
+The zone content lives in memory here and is served by ``broker.dnsserver``; the
+broker's store is the durable copy, re-applied at start by the reconciler. Every
+mutation bumps the SOA serial and tells the subscribers (the DNS server drops its
+cached answers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.NS
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.rrset
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, field_validator, model_validator
+
+from broker.dnsname import normalize_name
+from providers.base import Change, DnsProvider, ZoneNotFoundError
+
+IN = dns.rdataclass.IN
+SOA, NS, TXT, A, AAAA = (
+    dns.rdatatype.SOA,
+    dns.rdatatype.NS,
+    dns.rdatatype.TXT,
+    dns.rdatatype.A,
+    dns.rdatatype.AAAA,
+)
+
+
+class NameserverSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    addresses: list[IPvAnyAddress] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return normalize_name(value, what="nameserver name")
+
+
+class EmbeddedZoneSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    nameservers: list[NameserverSettings] = Field(default_factory=list)
+    hostmaster: str | None = None
+    soa_ttl: int = Field(3600, ge=0, le=604800)
+    ns_ttl: int = Field(3600, ge=0, le=604800)
+    refresh: int = Field(3600, ge=0)
+    retry: int = Field(600, ge=0)
+    expire: int = Field(604800, ge=0)
+    minimum: int = Field(60, ge=0, le=86400, description="negative-caching TTL")
+
+    @field_validator("name", "hostmaster")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_name(value, what="zone name")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> EmbeddedZoneSettings:
+        if not self.nameservers:
+            default = NameserverSettings(
+                name=f"ns1.{self.name}", addresses=[ipaddress.ip_address("127.0.0.1")]
+            )
+            object.__setattr__(self, "nameservers", [default])
+        if self.hostmaster is None:
+            object.__setattr__(self, "hostmaster", f"hostmaster.{self.name}")
+        return self
+
+
+class EmbeddedSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["embedded"] = "embedded"
+    zones: list[EmbeddedZoneSettings] = Field(
+        default_factory=lambda: [EmbeddedZoneSettings(name="example.test")]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """The RRsets at one owner name, by type."""
+
+    rrsets: Mapping[int, dns.rrset.RRset]
+
+
+class EmbeddedZone:
+    """One authoritative zone: SOA and NS at the apex, glue, and challenge TXT values."""
+
+    def __init__(self, settings: EmbeddedZoneSettings) -> None:
+        self.settings = settings
+        self.origin = dns.name.from_text(settings.name)
+        self.serial = int(time.time()) & 0xFFFFFFFF
+        self.on_change: Callable[[], None] | None = None
+        self._static: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+        self._txt: dict[dns.name.Name, list[str]] = {}
+        self._txt_ttl: dict[dns.name.Name, int] = {}
+        self._nodes: dict[dns.name.Name, Node] = {}
+        self._existing: dict[dns.name.Name, int] = {}
+        self._build_static()
+
+    def _build_static(self) -> None:
+        s = self.settings
+        ns_rrset = dns.rrset.RRset(self.origin, IN, NS)
+        ns_rrset.update_ttl(s.ns_ttl)
+        for ns in s.nameservers:
+            ns_name = dns.name.from_text(ns.name)
+            ns_rrset.add(dns.rdtypes.ANY.NS.NS(IN, NS, ns_name))
+            if ns_name.is_subdomain(self.origin):
+                for address in ns.addresses:
+                    self._add_static(ns_name, _address_rdata(address), s.ns_ttl)
+        self._static.setdefault(self.origin, {})[NS] = ns_rrset
+        self._set_soa()
+        for name in list(self._static):
+            self._rebuild(name)
+
+    def _set_soa(self) -> None:
+        s = self.settings
+        assert s.hostmaster is not None
+        soa = dns.rdtypes.ANY.SOA.SOA(
+            IN,
+            SOA,
+            dns.name.from_text(s.nameservers[0].name),
+            dns.name.from_text(s.hostmaster),
+            self.serial,
+            s.refresh,
+            s.retry,
+            s.expire,
+            s.minimum,
+        )
+        rrset = dns.rrset.RRset(self.origin, IN, SOA)
+        rrset.update_ttl(s.soa_ttl)
+        rrset.add(soa)
+        self._static.setdefault(self.origin, {})[SOA] = rrset
+
+    def _add_static(self, name: dns.name.Name, rdata: dns.rdata.Rdata, ttl: int) -> None:
+        node = self._static.setdefault(name, {})
+        rrset = node.get(rdata.rdtype)
+        if rrset is None:
+            rrset = node[rdata.rdtype] = dns.rrset.RRset(name, IN, rdata.rdtype)
+            rrset.update_ttl(ttl)
+        rrset.add(rdata)
+
+    def add_static(self, rrset: dns.rrset.RRset) -> None:
+        """Serve a fixed RRset (CNAMEs for delegation, registered names, tests)."""
+        self._static.setdefault(rrset.name, {})[rrset.rdtype] = rrset
+        self._changed(rrset.name)
+
+    def remove_static(self, name: dns.name.Name, rdtype: int) -> None:
+        if self._static.get(name, {}).pop(rdtype, None) is not None:
+            if not self._static[name]:
+                del self._static[name]
+            self._changed(name)
+
+    def add_txt(self, name: dns.name.Name, value: str, ttl: int) -> bool:
+        values = self._txt.setdefault(name, [])
+        if value in values and self._txt_ttl.get(name) == ttl:
+            return False
+        if value not in values:
+            values.append(value)
+        self._txt_ttl[name] = ttl
+        self._changed(name)
+        return True
+
+    def remove_txt(self, name: dns.name.Name, value: str) -> bool:
+        values = self._txt.get(name)
+        if not values or value not in values:
+            return False
+        values.remove(value)
+        if not values:
+            del self._txt[name]
+            del self._txt_ttl[name]
+        self._changed(name)
+        return True
+
+    def txt_values(self, name: dns.name.Name) -> list[str]:
+        return list(self._txt.get(name, ()))
+
+    def _changed(self, name: dns.name.Name) -> None:
+        self.serial = (self.serial + 1) & 0xFFFFFFFF
+        self._set_soa()
+        self._rebuild(self.origin)
+        if name != self.origin:
+            self._rebuild(name)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _rebuild(self, name: dns.name.Name) -> None:
+        rrsets = dict(self._static.get(name, {}))
+        values = self._txt.get(name)
+        if values:
+            txt = dns.rrset.RRset(name, IN, TXT)
+            txt.update_ttl(self._txt_ttl[name])
+            for value in values:
+                txt.add(dns.rdtypes.ANY.TXT.TXT(IN, TXT, [value.encode("ascii")]))
+            rrsets[TXT] = txt
+        had = name in self._nodes
+        if rrsets:
+            self._nodes[name] = Node(rrsets)
+            if not had:
+                self._count_existence(name, +1)
+        elif had:
+            del self._nodes[name]
+            self._count_existence(name, -1)
+
+    def _count_existence(self, name: dns.name.Name, delta: int) -> None:
+        current = name
+        while True:
+            count = self._existing.get(current, 0) + delta
+            if count:
+                self._existing[current] = count
+            else:
+                self._existing.pop(current, None)
+            if current == self.origin:
+                return
+            current = current.parent()
+
+    def node(self, name: dns.name.Name) -> Node | None:
+        """The RRsets owned by ``name``, or None when it owns none."""
+        return self._nodes.get(name)
+
+    def exists(self, name: dns.name.Name) -> bool:
+        """True for owner names and for empty non-terminals (RFC 8020)."""
+        return name in self._existing
+
+    def soa(self) -> dns.rrset.RRset:
+        return self._nodes[self.origin].rrsets[SOA]
+
+
+class ZoneSet:
+    """The embedded zones, found by longest suffix, with change subscribers."""
+
+    def __init__(self, zones: Iterable[EmbeddedZone] = ()) -> None:
+        self._zones: dict[dns.name.Name, EmbeddedZone] = {}
+        self._subscribers: list[Callable[[], None]] = []
+        for zone in zones:
+            self.add_zone(zone)
+
+    def add_zone(self, zone: EmbeddedZone) -> None:
+        zone.on_change = self.notify
+        self._zones[zone.origin] = zone
+        self.notify()
+
+    def zones(self) -> list[EmbeddedZone]:
+        return list(self._zones.values())
+
+    def find(self, name: dns.name.Name) -> EmbeddedZone | None:
+        """The most specific zone containing ``name`` (compared case-insensitively)."""
+        current = name
+        while True:
+            zone = self._zones.get(current)
+            if zone is not None:
+                return zone
+            if current == dns.name.root or current == dns.name.empty:
+                return None
+            current = current.parent()
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (synchronously) after every change to any zone."""
+        self._subscribers.append(callback)
+
+    def notify(self) -> None:
+        for callback in self._subscribers:
+            callback()
+
+
+class EmbeddedProvider(DnsProvider):
+    def __init__(self, name: str, settings: EmbeddedSettings, zone_set: ZoneSet | None = None):
+        super().__init__(name)
+        self.settings = settings
+        self.zone_set = zone_set if zone_set is not None else ZoneSet()
+        for zone_settings in settings.zones:
+            self.zone_set.add_zone(EmbeddedZone(zone_settings))
+
+    async def check(self) -> None:
+        return None
+
+    def zones(self) -> tuple[str, ...]:
+        return tuple(z.name for z in self.settings.zones)
+
+    def _zone(self, zone: str) -> EmbeddedZone:
+        found = self.zone_set.find(dns.name.from_text(zone))
+        if found is None or found.origin != dns.name.from_text(zone):
+            raise ZoneNotFoundError(f"provider {self.name!r} does not serve zone {zone}")
+        return found
+
+    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
+        self._zone(zone).add_txt(dns.name.from_text(name), value, ttl)
+        return None
+
+    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
+        self._zone(zone).remove_txt(dns.name.from_text(name), value)
+        return None
+
+    async def list_txt(self, zone: str, name: str) -> list[str]:
+        return self._zone(zone).txt_values(dns.name.from_text(name))
+
+
+def _address_rdata(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dns.rdata.Rdata:
+    if address.version == 4:
+        return dns.rdtypes.IN.A.A(IN, A, str(address))
+    return dns.rdtypes.IN.AAAA.AAAA(IN, AAAA, str(address))
