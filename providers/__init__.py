@@ -1,0 +1,41 @@
+"""DNS backends behind one contract (providers.base), registered by config type."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from providers.base import DnsProvider
+
+
+class ProviderSettings(Protocol):
+    """What the broker needs of every provider's validated settings section."""
+
+    type: str
+
+    def zone_names(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderType:
+    module: str
+    settings: str
+    provider: str
+    extra: str | None = None
+
+
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    "embedded": ProviderType("providers.embedded", "EmbeddedSettings", "EmbeddedProvider"),
+}
+
+
+def load_provider_type(kind: str) -> tuple[type, type[DnsProvider]]:
+    """The settings model and provider class of ``kind``; a missing extra names its pip command."""
+    spec = PROVIDER_TYPES[kind]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        hint = f"pip install 'dns01-broker[{spec.extra}]'" if spec.extra else "reinstall"
+        raise ImportError(f"provider type {kind!r} needs {exc.name}: run {hint}") from exc
+    return getattr(module, spec.settings), getattr(module, spec.provider)

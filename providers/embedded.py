@@ -89,6 +89,9 @@ class EmbeddedSettings(BaseModel):
         default_factory=lambda: [EmbeddedZoneSettings(name="example.test")]
     )
 
+    def zone_names(self) -> tuple[str, ...]:
+        return tuple(zone.name for zone in self.zones)
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
@@ -289,7 +292,7 @@ class EmbeddedProvider(DnsProvider):
         return None
 
     def zones(self) -> tuple[str, ...]:
-        return tuple(z.name for z in self.settings.zones)
+        return self.settings.zone_names()
 
     def _zone(self, zone: str) -> EmbeddedZone:
         found = self.zone_set.find(dns.name.from_text(zone))

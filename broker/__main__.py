@@ -1,0 +1,218 @@
+"""The ``dns01-broker`` command: the only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from broker import logs
+from broker.api.bodies import timestamp
+from broker.auth import issue_token
+from broker.config import ConfigError, Settings, load_settings, parse_duration
+from broker.errors import BrokerError
+from broker.runtime import Broker, open_store
+from broker.store import Store
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print("configuration is not valid:", file=sys.stderr)
+        for path, message in exc.problems:
+            print(f"  {path}: {message}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    try:
+        code = args.run(args, settings)
+    except BrokerError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="TOML config file (default: $DNS01_BROKER_CONFIG, else built-in defaults)",
+    )
+    parser = argparse.ArgumentParser(prog="dns01-broker", parents=[common])
+    parser.set_defaults(config=None)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the broker")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="manage API tokens in the configured store")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", parents=[common], help="make a token")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="domain scope: example.com (that name) or *.example.com (every name below)",
+    )
+    create.add_argument("--cidr", action="append", default=[], help="allowed source network")
+    create.add_argument("--expires", help="lifetime such as 90d, 12h (default: never)")
+    create.add_argument("--admin", action="store_true", help="may manage tokens, any name")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(run=_token_create)
+    listing = token_commands.add_parser("list", parents=[common], help="list tokens")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=_token_list)
+    revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_token_revoke)
+
+    config = commands.add_parser("config", help="configuration")
+    config_commands = config.add_subparsers(required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", parents=[common], help="validate and exit")
+    check.set_defaults(run=_config_check)
+    return parser
+
+
+def _run(coro_factory: Callable[[], Awaitable[int]]) -> int:
+    """Run on uvloop where it is installed, else on the default loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_as_coroutine(coro_factory))
+
+
+async def _as_coroutine(factory: Callable[[], Awaitable[int]]) -> int:
+    return await factory()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    logs.configure(settings.log.level, settings.log.format)
+
+    async def serve() -> int:
+        broker = Broker(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await broker.start()
+        try:
+            await stop.wait()
+        finally:
+            await broker.stop()
+        return 0
+
+    return _run(serve)
+
+
+def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
+    async def run() -> int:
+        store = open_store(settings)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return _run(run)
+
+
+def _token_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        lifetime = None if args.expires is None else parse_duration(args.expires)
+    except ValueError as exc:
+        print(f"error: --expires: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    issued = issue_token(
+        args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime
+    )
+
+    async def create(store: Store) -> int:
+        await store.create_token(issued.record)
+        return 0
+
+    code = _with_store(settings, create)
+    if args.json:
+        print(json.dumps({"name": issued.record.name, "token": issued.secret}))
+    else:
+        print(issued.secret)
+        print(
+            f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr
+        )
+    return code
+
+
+def _token_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def listing(store: Store) -> int:
+        records = await store.list_tokens(include_revoked=args.all)
+        rows = [
+            {
+                "name": r.name,
+                "allow": list(r.scopes),
+                "cidrs": list(r.cidrs),
+                "admin": r.admin,
+                "created_at": timestamp(r.created_at),
+                "expires_at": timestamp(r.expires_at),
+                "revoked_at": timestamp(r.revoked_at),
+            }
+            for r in records
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'NAME':<20} {'ADMIN':<5} {'EXPIRES':<24} {'STATE':<8} SCOPES / CIDRS")
+        for row in rows:
+            state = "revoked" if row["revoked_at"] else "live"
+            scopes = ",".join(row["allow"]) or "(all)"
+            cidrs = f" from {','.join(row['cidrs'])}" if row["cidrs"] else ""
+            expires = row["expires_at"] or "never"
+            admin = "yes" if row["admin"] else "no"
+            print(f"{row['name']:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}")
+        return 0
+
+    return _with_store(settings, listing)
+
+
+def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def revoke(store: Store) -> int:
+        record = await store.revoke_token(args.name, time.time())
+        if record is None:
+            print(f"error: no live token named {args.name!r}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"token {args.name!r} revoked", file=sys.stderr)
+        return 0
+
+    return _with_store(settings, revoke)
+
+
+def _config_check(args: argparse.Namespace, settings: Settings) -> int:
+    print("configuration is valid")
+    print(f"  http: {settings.http.listen}")
+    dns_state = ", ".join(settings.dns.listen) if settings.dns.enabled else "disabled"
+    print(f"  dns: {dns_state}")
+    print(f"  store: sqlite {settings.store.sqlite_path}")
+    for name, provider in settings.provider_settings().items():
+        print(f"  provider {name} ({provider.type}): {', '.join(provider.zone_names())}")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -1,0 +1,100 @@
+"""Request bodies: read at most the configured size, parse JSON, validate strictly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from broker.dnsname import ChallengeTarget, validate_value
+from broker.errors import (
+    BrokerError,
+    FieldProblem,
+    InvalidRequestError,
+    MalformedJsonError,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ChallengeBody(StrictBody):
+    """The body of present and cleanup (cleanup ignores ``lease``)."""
+
+    domain: str | None = None
+    fqdn: str | None = None
+    value: str
+    lease: int | None = None
+
+    def target(self) -> ChallengeTarget:
+        if (self.domain is None) == (self.fqdn is None):
+            raise InvalidRequestError(
+                "give exactly one of 'domain' (www.example.com or *.example.com) or 'fqdn' "
+                "(_acme-challenge.www.example.com.)",
+                problems=[FieldProblem("/domain", "exactly one of domain or fqdn")],
+            )
+        if self.domain is not None:
+            return _at("/domain", ChallengeTarget.from_domain, self.domain)
+        assert self.fqdn is not None
+        return _at("/fqdn", ChallengeTarget.from_fqdn, self.fqdn)
+
+    def checked_value(self) -> str:
+        return _at("/value", validate_value, self.value)
+
+
+class TokenBody(StrictBody):
+    name: str
+    allow: list[str] = []
+    cidrs: list[str] = []
+    expires: int | str | None = None
+    admin: bool = False
+
+
+T = TypeVar("T")
+
+
+def _at(pointer: str, parse: Any, text: str) -> Any:
+    try:
+        return parse(text)
+    except BrokerError as exc:
+        raise type(exc)(exc.detail, problems=[FieldProblem(pointer, exc.detail)]) from None
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    body = await request.read()
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedJsonError(f"the body is not valid JSON ({exc}); send a JSON object") from None
+    if not isinstance(data, dict):
+        raise MalformedJsonError(f"the body must be a JSON object, not {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [_field_problem(error) for error in exc.errors(include_url=False)]
+        summary = "; ".join(f"{p.pointer}: {p.detail}" for p in problems)
+        raise InvalidRequestError(f"the body does not match the schema: {summary}", problems=problems) from None
+
+
+def _field_problem(error: Any) -> FieldProblem:
+    pointer = "/" + "/".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return FieldProblem(pointer, "unknown field: check the spelling against openapi.yaml")
+    if kind == "missing":
+        return FieldProblem(pointer, "required field is missing")
+    return FieldProblem(pointer, error["msg"])
+
+
+def timestamp(seconds: float | None) -> str | None:
+    """RFC 3339 UTC, millisecond precision."""
+    if seconds is None:
+        return None
+    text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")

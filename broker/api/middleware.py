@@ -1,0 +1,102 @@
+"""Errors become RFC 9457 problem+json; every request is counted by route and status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from broker.errors import (
+    BodyTooLargeError,
+    BrokerError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ProviderFailureError,
+    UnauthorizedError,
+)
+from broker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_TYPE = "urn:dns01-broker:problem:"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def problem_response(error: BrokerError) -> web.Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        "retryable": error.is_retryable,
+    }
+    if error.problems:
+        body["errors"] = [{"pointer": p.pointer, "detail": p.detail} for p in error.problems]
+    if isinstance(error, ProviderFailureError):
+        body["provider"] = error.provider
+    headers = {"WWW-Authenticate": 'Bearer realm="dns01-broker"'}
+    return web.Response(
+        status=error.status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers if isinstance(error, UnauthorizedError) else None,
+    )
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> BrokerError:
+    if exc.status == 413:
+        return BodyTooLargeError(
+            f"the body is larger than {request.app[MAX_BODY_KEY]} bytes; send a smaller one"
+        )
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return MethodNotAllowedError(f"{request.method} is not allowed on {request.path}; use {allowed}")
+    if exc.status == 404:
+        return NotFoundError(f"no resource at {request.path}; see openapi.yaml for the routes")
+    return InvalidRequestError(f"the request was refused: {exc.status} {exc.reason}")
+
+
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await _problems(request, handler)
+        status = response.status
+        return response
+    finally:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        metrics = request.app[METRICS_KEY]
+        metrics.http_requests.labels(template, request.method, str(status)).inc()
+        if template in ("/v1/present", "/v1/cleanup") and 200 <= status < 300:
+            operation = template.rsplit("/", 1)[1]
+            metrics.operation_seconds.labels(operation).observe(time.perf_counter() - started)
+
+
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BrokerError as exc:
+        return problem_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http(exc, request))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(BrokerError("an unexpected error occurred; it has been logged"))

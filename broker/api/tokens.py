@@ -1,0 +1,72 @@
+"""Token management over HTTP (admin tokens only); the CLI does the same on the store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from broker.api.bodies import TokenBody, read_json, timestamp
+from broker.api.context import authenticate, context
+from broker.auth import issue_token
+from broker.config import parse_duration
+from broker.errors import FieldProblem, InvalidRequestError, NotFoundError
+from broker.store import TokenRecord
+
+log = logging.getLogger(__name__)
+
+
+def token_json(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "allow": list(record.scopes),
+        "cidrs": list(record.cidrs),
+        "admin": record.admin,
+        "created_at": timestamp(record.created_at),
+        "expires_at": timestamp(record.expires_at),
+        "revoked_at": timestamp(record.revoked_at),
+    }
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    (await authenticate(request)).require_admin()
+    include_revoked = request.query.get("all", "false").lower() in ("1", "true", "yes")
+    records = await context(request).store.list_tokens(include_revoked=include_revoked)
+    return web.json_response({"tokens": [token_json(record) for record in records]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    principal.require_admin()
+    body = await read_json(request, TokenBody)
+    try:
+        lifetime = None if body.expires is None else parse_duration(body.expires)
+    except ValueError as exc:
+        raise InvalidRequestError(
+            str(exc), problems=[FieldProblem("/expires", str(exc))]
+        ) from None
+    issued = issue_token(
+        body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=lifetime
+    )
+    await context(request).store.create_token(issued.record)
+    log.info(
+        "token created name=%s scopes=%s admin=%s by=%s",
+        issued.record.name, ",".join(issued.record.scopes), issued.record.admin, principal.name,
+    )  # fmt: skip
+    return web.json_response(
+        {"token": issued.secret, **token_json(issued.record)},
+        status=201,
+        headers={"Location": f"/v1/tokens/{issued.record.name}", "Cache-Control": "no-store"},
+    )
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    principal.require_admin()
+    name = request.match_info["name"]
+    record = await context(request).store.revoke_token(name, context(request).service.now())
+    if record is None:
+        raise NotFoundError(f"no live token named {name!r}")
+    log.info("token revoked name=%s by=%s", name, principal.name)
+    return web.json_response(token_json(record))

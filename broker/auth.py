@@ -1,0 +1,210 @@
+"""Tokens, scopes, source CIDRs and the client address behind trusted proxies.
+
+A token reads ``d01_<key>_<secret>``: ``key`` (64 bits, not secret) finds the stored
+record, the secret carries 256 random bits, and only SHA-256 of the whole token is
+kept, compared in constant time. Every request reads the store, so a revocation made
+by another process (the CLI) takes effect at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from broker.dnsname import Scope
+from broker.errors import (
+    AdminRequiredError,
+    ForbiddenNameError,
+    ForbiddenSourceError,
+    InvalidRequestError,
+    UnauthorizedError,
+)
+from broker.store import Store, TokenRecord
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TOKEN_PREFIX = "d01_"
+_TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
+_TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly made token: ``secret`` is shown once and never stored."""
+
+    secret: str
+    record: TokenRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    name: str
+    scopes: tuple[Scope, ...]
+    admin: bool
+
+    def may_challenge(self, base: str) -> bool:
+        return self.admin or any(scope.covers(base) for scope in self.scopes)
+
+    def require_challenge(self, base: str, fqdn: str) -> None:
+        if self.may_challenge(base):
+            return
+        allowed = ", ".join(str(scope) for scope in self.scopes) or "(none)"
+        hint = ""
+        if any(scope.below and scope.base == base for scope in self.scopes):
+            hint = (
+                f"; '*.{base[:-1]}' covers names below {base[:-1]}, while {fqdn} needs the "
+                f"scope '{base[:-1]}' (used by both {base[:-1]} and *.{base[:-1]})"
+            )
+        raise ForbiddenNameError(
+            f"token {self.name!r} may not write {fqdn}: its scopes are {allowed}{hint}"
+        )
+
+    def require_admin(self) -> None:
+        if not self.admin:
+            raise AdminRequiredError(f"token {self.name!r} is not an admin token")
+
+
+def digest_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def validate_token_name(name: str) -> str:
+    if not _TOKEN_NAME.fullmatch(name):
+        raise InvalidRequestError(
+            f"token name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_cidrs(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    networks = []
+    for text in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise InvalidRequestError(
+                f"{text!r} is not a CIDR: write e.g. 10.0.0.0/8, 192.0.2.7/32 or 2001:db8::/32"
+            ) from None
+    return tuple(networks)
+
+
+def issue_token(
+    name: str,
+    scopes: Sequence[str],
+    *,
+    cidrs: Sequence[str] = (),
+    admin: bool = False,
+    lifetime: float | None = None,
+    now: float | None = None,
+) -> IssuedToken:
+    """Validate the request and make a new token (the caller stores the record)."""
+    validate_token_name(name)
+    parsed = [Scope.parse(pattern) for pattern in scopes]
+    networks = parse_cidrs(cidrs)
+    if not parsed and not admin:
+        raise InvalidRequestError(
+            "a token needs at least one scope (--allow example.com / \"allow\": [...]) "
+            "unless it is an admin token"
+        )
+    created = time.time() if now is None else now
+    key = secrets.token_hex(8)
+    secret = f"{TOKEN_PREFIX}{key}_{secrets.token_urlsafe(32)}"
+    record = TokenRecord(
+        name=name,
+        key=key,
+        digest=digest_token(secret),
+        scopes=tuple(str(scope) for scope in parsed),
+        cidrs=tuple(str(network) for network in networks),
+        admin=admin,
+        created_at=created,
+        expires_at=None if lifetime is None else created + lifetime,
+    )
+    return IssuedToken(secret=secret, record=record)
+
+
+class Authenticator:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def authenticate(self, secret: str | None, source: IPAddress | None) -> Principal:
+        if not secret:
+            raise UnauthorizedError("send 'Authorization: Bearer <token>'")
+        match = _TOKEN_SHAPE.fullmatch(secret)
+        record = await self._store.token_by_key(match.group(1)) if match else None
+        expected = record.digest if record is not None else _DUMMY_DIGEST
+        if not hmac.compare_digest(digest_token(secret), expected) or record is None:
+            raise UnauthorizedError("the token is not valid")
+        if record.revoked_at is not None:
+            raise UnauthorizedError(f"token {record.name!r} was revoked")
+        if record.expires_at is not None and record.expires_at <= self._clock():
+            raise UnauthorizedError(f"token {record.name!r} has expired")
+        if record.cidrs and not _source_allowed(source, record.cidrs):
+            raise ForbiddenSourceError(
+                f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
+                f"this request came from {source}"
+            )
+        return Principal(
+            name=record.name,
+            scopes=tuple(Scope.parse(pattern) for pattern in record.scopes),
+            admin=record.admin,
+        )
+
+
+def unwrap(address: IPAddress) -> IPAddress:
+    """IPv4-mapped IPv6 (::ffff:192.0.2.7) is the IPv4 address it carries."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _source_allowed(source: IPAddress | None, cidrs: Iterable[str]) -> bool:
+    if source is None:
+        return False
+    address = unwrap(source)
+    return any(address in ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
+) -> IPAddress | None:
+    """The caller's address: the peer, unless the peer is a trusted proxy, in which case
+    the right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    address = _parse_address(peer)
+    if address is None or not forwarded_for or not _trusted(address, trusted_proxies):
+        return address
+    for hop in reversed(forwarded_for.split(",")):
+        hop_address = _parse_address(hop.strip())
+        if hop_address is None:
+            return address
+        address = hop_address
+        if not _trusted(address, trusted_proxies):
+            return address
+    return address
+
+
+def _trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
+    return any(address in network for network in trusted)
+
+
+def _parse_address(text: str | None) -> IPAddress | None:
+    if not text:
+        return None
+    try:
+        return unwrap(ipaddress.ip_address(text.split("%")[0]))
+    except ValueError:
+        return None

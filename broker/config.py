@@ -1,0 +1,347 @@
+"""Settings: a TOML file plus ``DNS01_BROKER_*`` environment overrides, validated at once.
+
+Every problem is collected and reported together, each with its key path and how to
+fix it. Secrets may be given as ``env:NAME`` or ``file:/path`` references and are
+held as SecretStr, so they never reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
+
+ENV_PREFIX = "DNS01_BROKER_"
+CONFIG_ENV = "DNS01_BROKER_CONFIG"
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration, as (key path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {message}" for path, message in problems))
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or text such as ``90d``, ``1h30m``, ``45s``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as '90d', '1h', '30s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and _DURATION.sub("", text).strip() == "":
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
+        else:
+            raise ValueError(
+                f"{value!r} is not a duration: use seconds or text such as '90d', '1h30m', '45s'"
+            )
+    else:
+        raise ValueError("a duration is a number of seconds or text such as '90d', '1h', '30s'")
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+def resolve_secret(value: object) -> object:
+    """``env:NAME`` reads an environment variable, ``file:/path`` a file's first line."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set (referenced as env:{name})")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
+    """``127.0.0.1:8080``, ``[::1]:8053`` or ``localhost:8080``."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.%a-zA-Z]+)\]:(\d+)|([^:\s]+):(\d+)", text.strip())
+    if not match:
+        raise ValueError(f"{what} {text!r} must be HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what} {text!r}: port must be between 0 and 65535")
+    if match.group(1):
+        ipaddress.ip_address(host.split("%")[0])
+    return host, port
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    trusted_proxies: Annotated[list[IPvAnyNetwork], BeforeValidator(_split_list)] = Field(
+        default_factory=list
+    )
+    access_log: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_hostport(value, what="listen address")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_hostport(self.listen, what="listen address")
+
+
+class DnsSettings(_Section):
+    enabled: bool = True
+    listen: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=lambda: ["127.0.0.1:8053"]
+    )
+    max_udp_payload: int = Field(1232, ge=512, le=4096)
+    tcp_idle_timeout: Duration = 10.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_hostport(item, what="listen address")
+        return value
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [parse_hostport(item, what="listen address") for item in self.listen]
+
+
+class StoreSettings(_Section):
+    url: Secret = Field(default_factory=lambda: SecretStr("sqlite:///var/broker.db"))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("sqlite:///"):
+            raise ValueError(
+                "store url must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH"
+            )
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.get_secret_value().removeprefix("sqlite:///"))
+
+
+class AuthSettings(_Section):
+    bootstrap_token_file: Path = Path("var/admin.token")
+
+
+class ChallengeSettings(_Section):
+    txt_ttl: int = Field(60, ge=0, le=86400)
+    default_lease: Duration = 3600.0
+    max_lease: Duration = 86400.0
+    reconcile_interval: Duration = 5.0
+    history_retention: Duration = 7 * 86400.0
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    challenges: ChallengeSettings = Field(default_factory=ChallengeSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    providers: dict[str, Any] = Field(default_factory=dict)
+
+    def provider_settings(self) -> dict[str, ProviderSettings]:
+        return dict(self.providers)
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    raw = _read_toml(path) if path is not None else {}
+    problems: list[tuple[str, str]] = []
+    _apply_env_overrides(raw, env, problems)
+    raw_providers = raw.pop("providers", None)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe(exc, ()))
+        settings = None
+    providers = _validate_providers(raw_providers, problems)
+    problems.extend(_check_consistency(settings, providers))
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return settings.model_copy(update={"providers": providers})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read the config file: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+
+
+def _apply_env_overrides(
+    raw: dict[str, Any], env: Mapping[str, str], problems: list[tuple[str, str]]
+) -> None:
+    for key in sorted(env):
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        parts = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            problems.append((key, "use double underscores between levels: DNS01_BROKER_HTTP__LISTEN"))
+            continue
+        target = raw
+        for part in parts[:-1]:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append((key, f"{'.'.join(parts)} does not name a setting"))
+                break
+            target = child
+        else:
+            target[parts[-1]] = _env_value(env[key])
+
+
+def _env_value(text: str) -> object:
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _validate_providers(raw: object, problems: list[tuple[str, str]]) -> dict[str, Any]:
+    if raw is None:
+        raw = {"embedded": {"type": "embedded"}}
+    if not isinstance(raw, dict) or not raw:
+        problems.append(("providers", "give at least one [providers.NAME] table with a type"))
+        return {}
+    validated: dict[str, Any] = {}
+    for name, section in raw.items():
+        where = ("providers", name)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+            problems.append((_dotted(where), "provider names use a-z, 0-9, '-' and '_'"))
+            continue
+        kind = section.get("type") if isinstance(section, dict) else None
+        if kind not in PROVIDER_TYPES:
+            known = ", ".join(sorted(PROVIDER_TYPES))
+            problems.append((_dotted((*where, "type")), f"set type to one of: {known}"))
+            continue
+        try:
+            model, _ = load_provider_type(kind)
+            validated[name] = model.model_validate(section)
+        except ImportError as exc:
+            problems.append((_dotted(where), str(exc)))
+        except ValidationError as exc:
+            problems.extend(_describe(exc, where))
+    return validated
+
+
+def _check_consistency(
+    settings: Settings | None, providers: dict[str, Any]
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    owners: dict[str, str] = {}
+    for name, provider in providers.items():
+        for zone in provider.zone_names():
+            if zone in owners:
+                problems.append(
+                    (
+                        f"providers.{name}.zones",
+                        f"zone {zone} is also served by provider {owners[zone]!r}; "
+                        "each zone belongs to one provider",
+                    )
+                )
+            owners[zone] = name
+    if settings is not None:
+        c = settings.challenges
+        if c.default_lease > c.max_lease:
+            problems.append(
+                ("challenges.default_lease", "must not be longer than challenges.max_lease")
+            )
+        if settings.dns.enabled and not settings.dns.listen:
+            problems.append(("dns.listen", "give at least one HOST:PORT, or set dns.enabled=false"))
+    return problems
+
+
+def zone_owners(settings: Settings) -> dict[str, str]:
+    """Zone name -> provider instance name."""
+    return {
+        zone: name for name, provider in settings.providers.items() for zone in provider.zone_names()
+    }
+
+
+def _describe(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = _dotted((*prefix, *error["loc"]))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting: check the spelling against README's configuration table"
+        elif error["type"] == "missing":
+            message = "this setting is required"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append((path, message))
+    return problems
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"

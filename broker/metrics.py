@@ -1,0 +1,75 @@
+"""Every Prometheus collector of the broker, declared once, in a registry per broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class _DnsQueryCollector(Collector):
+    """Reads the DNS server's plain counters at scrape time (nothing on the hot path)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "dns01_broker_dns_queries",
+            "DNS queries answered by the embedded server, by transport and response code",
+            labels=["transport", "rcode"],
+        )
+        if self.source is not None:
+            for (transport, rcode), count in sorted(self.source().items()):
+                family.add_metric([transport, rcode], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "dns01_broker_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.operation_seconds = Histogram(
+            "dns01_broker_challenge_operation_seconds",
+            "Time to serve a present or cleanup, store and provider included",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.live_records = Gauge(
+            "dns01_broker_live_records",
+            "Challenge TXT values currently present",
+            registry=self.registry,
+        )
+        self.challenge_events = Counter(
+            "dns01_broker_challenge_events",
+            "Challenge records presented, removed by cleanup, or expired",
+            ["event"],
+            registry=self.registry,
+        )
+        self._dns = _DnsQueryCollector()
+        self.registry.register(self._dns)
+
+    def watch_dns(self, source: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._dns.source = source
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,186 @@
+"""One running broker: store, providers, service, DNS listeners, HTTP API, reconciler.
+
+Started and stopped as a unit by ``dns01-broker serve`` and by the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+from aiohttp import web
+
+from broker.api import ApiContext, build_app
+from broker.auth import Authenticator, issue_token
+from broker.config import Settings
+from broker.dnsserver import DnsServer
+from broker.errors import BrokerError
+from broker.metrics import Metrics
+from broker.reconciler import Reconciler
+from broker.service import ChallengeService, ZoneRouter
+from broker.store import Store
+from broker.store.sqlite import SqliteStore
+from providers import load_provider_type
+from providers.base import DnsProvider
+from providers.embedded import EmbeddedProvider, EmbeddedSettings, ZoneSet
+
+log = logging.getLogger(__name__)
+
+READINESS_TIMEOUT = 1.0
+
+
+def open_store(settings: Settings) -> Store:
+    return SqliteStore(settings.store.sqlite_path)
+
+
+class Broker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.zone_set = ZoneSet()
+        self.store = open_store(settings)
+        self.providers: dict[str, DnsProvider] = {}
+        self.dns_server: DnsServer | None = None
+        self._runner: web.AppRunner | None = None
+        self._reconciler_task: asyncio.Task[None] | None = None
+        self.service: ChallengeService | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        await self.store.open()
+        for name, provider_settings in self.settings.provider_settings().items():
+            provider = self._make_provider(name, provider_settings)
+            await provider.open()
+            self.providers[name] = provider
+        self.service = ChallengeService(
+            self.store, ZoneRouter(self.providers), self.settings.challenges, self.metrics
+        )
+        restored = await self.service.restore()
+        log.info("restored %d live challenge record(s)", restored)
+        await self._bootstrap_admin_token()
+        if self.settings.dns.enabled:
+            self.dns_server = DnsServer(
+                self.zone_set,
+                self.settings.dns.addresses,
+                max_udp_payload=self.settings.dns.max_udp_payload,
+                tcp_idle_timeout=self.settings.dns.tcp_idle_timeout,
+            )
+            await self.dns_server.start()
+            self.metrics.watch_dns(self.dns_server.query_counts)
+            for host, port in self.dns_server.addresses:
+                log.info("DNS listening on %s port %d (UDP and TCP)", host, port)
+        await self._start_http()
+        reconciler = Reconciler(self.service, self.settings.challenges.reconcile_interval)
+        self._reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
+
+    def _make_provider(self, name: str, settings: Any) -> DnsProvider:
+        if isinstance(settings, EmbeddedSettings):
+            return EmbeddedProvider(name, settings, self.zone_set)
+        _, provider_class = load_provider_type(settings.type)
+        provider: DnsProvider = provider_class(name, settings)  # type: ignore[call-arg]
+        return provider
+
+    async def _start_http(self) -> None:
+        assert self.service is not None
+        http = self.settings.http
+        app = build_app(
+            ApiContext(
+                service=self.service,
+                store=self.store,
+                authenticator=Authenticator(self.store),
+                metrics=self.metrics,
+                readiness=self.readiness,
+                trusted_proxies=tuple(http.trusted_proxies),
+                max_body_bytes=http.max_body_bytes,
+            )
+        )
+        self._runner = web.AppRunner(
+            app, access_log=logging.getLogger("aiohttp.access") if http.access_log else None
+        )
+        await self._runner.setup()
+        host, port = http.address
+        await web.TCPSite(self._runner, host, port).start()
+        log.info("HTTP API listening on %s", self.http_url)
+
+    async def stop(self) -> None:
+        if self._reconciler_task is not None:
+            self._reconciler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler_task
+            self._reconciler_task = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.dns_server is not None:
+            await self.dns_server.stop()
+            self.dns_server = None
+        for provider in self.providers.values():
+            await provider.close()
+        self.providers.clear()
+        await self.store.close()
+
+    @property
+    def http_url(self) -> str:
+        assert self._runner is not None
+        host, port = self._runner.addresses[0][:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.store.ping(), READINESS_TIMEOUT)
+            checks["store"] = {"ok": True}
+        except (BrokerError, TimeoutError) as exc:
+            checks["store"] = {"ok": False, "detail": str(exc) or "timed out"}
+        if self.dns_server is not None:
+            checks["dns"] = await self._dns_readiness()
+        return checks
+
+    async def _dns_readiness(self) -> dict[str, Any]:
+        assert self.dns_server is not None
+        zones = self.zone_set.zones()
+        if not zones:
+            return {"ok": True, "detail": "no embedded zones"}
+        host, port = self.dns_server.addresses[0]
+        query = dns.message.make_query(zones[0].origin, "SOA")
+        try:
+            answer = await dns.asyncquery.udp(query, host, port=port, timeout=READINESS_TIMEOUT)
+        except (dns.exception.DNSException, OSError) as exc:
+            return {"ok": False, "detail": f"{host} port {port}: {exc or type(exc).__name__}"}
+        if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
+            return {"ok": False, "detail": f"SOA query answered {dns.rcode.to_text(answer.rcode())}"}
+        return {"ok": True}
+
+    async def _bootstrap_admin_token(self) -> None:
+        if await self.store.count_tokens() > 0:
+            return
+        path = self.settings.auth.bootstrap_token_file
+        issued = issue_token("admin", [], admin=True)
+        write_secret_file(path, issued.secret)
+        await self.store.create_token(issued.record)
+        log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (secret + "\n").encode("ascii"))
+    finally:
+        os.close(fd)

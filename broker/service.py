@@ -1,0 +1,243 @@
+"""Present, cleanup and status: the contract every face (HTTP, CLI, compat) shares.
+
+Present appends and is idempotent; cleanup removes exactly one value and is a no-op
+for an unknown one. Writes to one RRset are serialized. The store is written first
+(the intent), then the provider, so a crash in between is healed by the reconciler;
+a provider failure on a new record undoes the store write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from broker.auth import Principal
+from broker.config import ChallengeSettings
+from broker.dnsname import ChallengeTarget, is_subdomain
+from broker.errors import InvalidLeaseError, NoZoneError, NotFoundError, ProviderFailureError
+from broker.metrics import Metrics
+from broker.store import ChallengeRecord, ChallengeState, Store
+from providers.base import DnsProvider, ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    provider: DnsProvider
+    zone: str
+
+
+class ZoneRouter:
+    """Maps a name to the provider serving its most specific configured zone."""
+
+    def __init__(self, providers: Mapping[str, DnsProvider]) -> None:
+        self._zones: dict[str, DnsProvider] = {}
+        for provider in providers.values():
+            for zone in provider.zones():
+                self._zones[zone] = provider
+
+    def route(self, fqdn: str) -> Route:
+        best = max((z for z in self._zones if is_subdomain(fqdn, z)), key=len, default=None)
+        if best is None:
+            zones = ", ".join(sorted(self._zones)) or "(none)"
+            raise NoZoneError(f"{fqdn} is in no zone this broker serves; its zones are {zones}")
+        return Route(self._zones[best], best)
+
+    def provider(self, name: str) -> DnsProvider | None:
+        return next((p for p in self._zones.values() if p.name == name), None)
+
+
+class RRsetLocks:
+    """One asyncio.Lock per (provider, name), dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, provider: str, fqdn: str) -> AsyncIterator[None]:
+        key = (provider, fqdn)
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PresentResult:
+    record: ChallengeRecord
+    created: bool
+
+
+class ChallengeService:
+    def __init__(
+        self,
+        store: Store,
+        router: ZoneRouter,
+        settings: ChallengeSettings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.settings = settings
+        self.metrics = metrics
+        self._clock = clock
+        self._locks = RRsetLocks()
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def present(
+        self, principal: Principal, target: ChallengeTarget, value: str, lease: float | None
+    ) -> PresentResult:
+        principal.require_challenge(target.base, target.fqdn)
+        route = self.router.route(target.fqdn)
+        now = self._clock()
+        candidate = ChallengeRecord(
+            id=secrets.token_urlsafe(12),
+            fqdn=target.fqdn,
+            value=value,
+            zone=route.zone,
+            provider=route.provider.name,
+            owner=principal.name,
+            created_at=now,
+            expires_at=now + self._lease(lease),
+        )
+        async with self._locks.hold(route.provider.name, target.fqdn):
+            record, created = await self.store.put_challenge(candidate)
+            try:
+                await self._provider_add(route, record)
+            except ProviderFailureError:
+                if created:
+                    await self.store.delete_challenge(record.id)
+                raise
+        if created:
+            self.metrics.live_records.inc()
+            self.metrics.challenge_events.labels("presented").inc()
+            log.info(
+                "challenge presented id=%s fqdn=%s owner=%s provider=%s expires_in=%.0fs",
+                record.id, record.fqdn, record.owner, record.provider, record.expires_at - now,
+            )  # fmt: skip
+        return PresentResult(record, created)
+
+    async def cleanup(
+        self, principal: Principal, target: ChallengeTarget, value: str
+    ) -> ChallengeRecord | None:
+        principal.require_challenge(target.base, target.fqdn)
+        route = self.router.route(target.fqdn)
+        async with self._locks.hold(route.provider.name, target.fqdn):
+            record = await self.store.live_challenge(target.fqdn, value)
+            if record is None:
+                return None
+            return await self._end(route, record, ChallengeState.REMOVED, principal.name)
+
+    async def get(self, principal: Principal, challenge_id: str) -> ChallengeRecord:
+        record = await self.store.challenge(challenge_id)
+        if record is None or not principal.may_challenge(_base_of(record.fqdn)):
+            raise NotFoundError(f"no challenge {challenge_id!r} visible to this token")
+        return record
+
+    async def expire_due(self) -> int:
+        """Remove every record whose lease has ended; return how many."""
+        expired = 0
+        for due in await self.store.due_challenges(self._clock()):
+            try:
+                route = Route(self._provider_of(due), due.zone)
+                async with self._locks.hold(due.provider, due.fqdn):
+                    record = await self.store.challenge(due.id)
+                    if record is None or record.state is not ChallengeState.PRESENT:
+                        continue
+                    if record.expires_at > self._clock():
+                        continue
+                    if await self._end(route, record, ChallengeState.EXPIRED, "reconciler"):
+                        expired += 1
+            except ProviderFailureError as exc:
+                log.warning("cannot expire challenge id=%s yet: %s", due.id, exc.detail)
+        return expired
+
+    async def restore(self) -> int:
+        """Re-apply every live record to its provider (after a start or a crash)."""
+        records = await self.store.live_challenges()
+        for record in records:
+            try:
+                await self._provider_add(Route(self._provider_of(record), record.zone), record)
+            except ProviderFailureError as exc:
+                log.error("cannot restore challenge id=%s: %s", record.id, exc.detail)
+        self.metrics.live_records.set(len(records))
+        return len(records)
+
+    async def purge_history(self) -> int:
+        return await self.store.purge_ended(self._clock() - self.settings.history_retention)
+
+    async def _end(
+        self, route: Route, record: ChallengeRecord, state: ChallengeState, actor: str
+    ) -> ChallengeRecord | None:
+        try:
+            await route.provider.remove_txt(record.zone, record.fqdn, record.value)
+        except ProviderError as exc:
+            raise _provider_failure(route.provider, exc) from exc
+        ended = await self.store.end_challenge(record.id, state, self._clock())
+        if ended is not None:
+            self.metrics.live_records.dec()
+            self.metrics.challenge_events.labels(state.value).inc()
+            log.info(
+                "challenge %s id=%s fqdn=%s owner=%s by=%s",
+                state.value, ended.id, ended.fqdn, ended.owner, actor,
+            )  # fmt: skip
+        return ended
+
+    async def _provider_add(self, route: Route, record: ChallengeRecord) -> None:
+        try:
+            change = await route.provider.add_txt(
+                record.zone, record.fqdn, record.value, self.settings.txt_ttl
+            )
+            await route.provider.wait_applied(change)
+        except ProviderError as exc:
+            raise _provider_failure(route.provider, exc) from exc
+
+    def _provider_of(self, record: ChallengeRecord) -> DnsProvider:
+        provider = self.router.provider(record.provider)
+        if provider is None:
+            raise ProviderFailureError(
+                f"record {record.id} belongs to provider {record.provider!r}, which is no "
+                "longer configured",
+                provider=record.provider,
+                retryable=False,
+            )
+        return provider
+
+    def _lease(self, lease: float | None) -> float:
+        if lease is None:
+            return self.settings.default_lease
+        if not 1 <= lease <= self.settings.max_lease:
+            raise InvalidLeaseError(
+                f"lease {lease:g}s is out of range: give 1 to {self.settings.max_lease:g} seconds "
+                "or leave it out for the default"
+            )
+        return lease
+
+
+def _base_of(fqdn: str) -> str:
+    return fqdn.partition(".")[2]
+
+
+def _provider_failure(provider: DnsProvider, exc: ProviderError) -> ProviderFailureError:
+    log.warning("provider %s failed: %s", provider.name, exc)
+    return ProviderFailureError(
+        f"provider {provider.name!r} failed: {exc}", provider=provider.name, retryable=exc.retryable
+    )

@@ -1,0 +1,3 @@
+from broker.store.base import ChallengeRecord, ChallengeState, Store, TokenRecord
+
+__all__ = ["ChallengeRecord", "ChallengeState", "Store", "TokenRecord"]

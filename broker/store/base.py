@@ -1,0 +1,109 @@
+"""The records the broker keeps, and the one async interface every store implements."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+class ChallengeState(enum.StrEnum):
+    PRESENT = "present"
+    REMOVED = "removed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRecord:
+    """One TXT value the broker put at ``fqdn`` for its ``owner`` (a token name)."""
+
+    id: str
+    fqdn: str
+    value: str
+    zone: str
+    provider: str
+    owner: str
+    created_at: float
+    expires_at: float
+    state: ChallengeState = ChallengeState.PRESENT
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as stored: never the token itself, only its lookup key and SHA-256 digest."""
+
+    name: str
+    key: str
+    digest: str
+    scopes: tuple[str, ...]
+    cidrs: tuple[str, ...]
+    admin: bool
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+class Store(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers a trivial query."""
+
+    @abstractmethod
+    async def create_token(self, token: TokenRecord) -> None:
+        """Raise ConflictError when a live (unrevoked) token has the same name."""
+
+    @abstractmethod
+    async def token_by_key(self, key: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
+
+    @abstractmethod
+    async def revoke_token(self, name: str, at: float) -> TokenRecord | None:
+        """Revoke the live token called ``name``; None when there is none."""
+
+    @abstractmethod
+    async def count_tokens(self) -> int:
+        """Every token ever stored, revoked ones included."""
+
+    @abstractmethod
+    async def put_challenge(self, record: ChallengeRecord) -> tuple[ChallengeRecord, bool]:
+        """Insert a live record, or extend the lease of the live one with the same fqdn and
+        value. Returns the stored record and whether it was created."""
+
+    @abstractmethod
+    async def live_challenge(self, fqdn: str, value: str) -> ChallengeRecord | None: ...
+
+    @abstractmethod
+    async def challenge(self, challenge_id: str) -> ChallengeRecord | None: ...
+
+    @abstractmethod
+    async def end_challenge(
+        self, challenge_id: str, state: ChallengeState, at: float
+    ) -> ChallengeRecord | None:
+        """Mark a live record removed or expired; None when it was not live."""
+
+    @abstractmethod
+    async def delete_challenge(self, challenge_id: str) -> None:
+        """Forget a record entirely (undoing a present whose provider write failed)."""
+
+    @abstractmethod
+    async def live_challenges(self) -> list[ChallengeRecord]: ...
+
+    @abstractmethod
+    async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:
+        """Live records whose lease ended at or before ``now``, oldest first."""
+
+    @abstractmethod
+    async def count_live(self) -> int: ...
+
+    @abstractmethod
+    async def purge_ended(self, before: float) -> int:
+        """Delete removed/expired records that ended before ``before``; return how many."""
