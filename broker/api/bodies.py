@@ -69,8 +69,8 @@ def _at(pointer: str, parse: Any, text: str) -> Any:
 async def read_json(request: web.Request, model: type[M]) -> M:
     body = await request.read()
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJsonError(f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(data, dict):
         raise MalformedJsonError(f"the body must be a JSON object, not {type(data).__name__}")
@@ -80,6 +80,10 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         problems = [_field_problem(error) for error in exc.errors(include_url=False)]
         summary = "; ".join(f"{p.pointer}: {p.detail}" for p in problems)
         raise InvalidRequestError(f"the body does not match the schema: {summary}", problems=problems) from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _field_problem(error: Any) -> FieldProblem:

@@ -1,0 +1,142 @@
+"""Query bytes in, response bytes out: cached wire templates, with a full parse as fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+
+from broker.dnsserver.answers import Question, Rendered, render, render_error, resolve
+from broker.dnsserver.wire import HEADER_SIZE, UDP_PLAIN_LIMIT, header_only, parse_simple
+from providers.embedded import ZoneSet
+
+RCODE_SLOTS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A rendered response for one lower-cased question, to be patched per query.
+
+    ``headers[rd]`` and ``truncated_headers[rd]`` are bytes 2-12 with RD cleared or set;
+    the tails are everything after the question.
+    """
+
+    headers: tuple[bytes, bytes]
+    tail: bytes
+    truncated_headers: tuple[bytes, bytes]
+    truncated_tail: bytes
+    size: int
+    rcode: int
+
+
+class Responder:
+    """Answers queries from ``zones``; counts answers by rcode into the caller's list."""
+
+    def __init__(self, zones: ZoneSet, max_udp_payload: int, cache_size: int) -> None:
+        self._zones = zones
+        self._max_udp_payload = max_udp_payload
+        self._cache_size = cache_size
+        self._plain: dict[bytes, Template] = {}
+        self._edns: dict[bytes, Template] = {}
+
+    def clear(self) -> None:
+        self._plain.clear()
+        self._edns.clear()
+
+    def respond(self, data: bytes, counts: list[int], udp: bool) -> bytes | None:
+        """The response to send, or None to stay silent."""
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            return None
+        query = parse_simple(data)
+        if query is None:
+            return self._respond_slowly(data, counts, udp)
+        end = query.question_end
+        key = data[HEADER_SIZE : end - 4].lower() + data[end - 4 : end]
+        payload = query.edns_payload
+        if payload is None:
+            template = self._plain.get(key) or self._remember(self._plain, key, edns=False)
+            limit = UDP_PLAIN_LIMIT
+        else:
+            template = self._edns.get(key) or self._remember(self._edns, key, edns=True)
+            limit = min(max(payload, UDP_PLAIN_LIMIT), self._max_udp_payload)
+        counts[template.rcode] += 1
+        rd = data[2] & 1
+        if udp and template.size > limit:
+            return b"".join(
+                (data[:2], template.truncated_headers[rd], data[12:end], template.truncated_tail)
+            )
+        return b"".join((data[:2], template.headers[rd], data[12:end], template.tail))
+
+    def fail(self, data: bytes, counts: list[int]) -> bytes | None:
+        """SERVFAIL for a query whose answer raised an unexpected error."""
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            return None
+        counts[dns.rcode.SERVFAIL] += 1
+        return header_only(data, dns.rcode.SERVFAIL)
+
+    def _remember(self, cache: dict[bytes, Template], key: bytes, *, edns: bool) -> Template:
+        if len(self._plain) + len(self._edns) >= self._cache_size:
+            self.clear()
+        name = dns.name.from_wire(key, 0)[0]
+        question = Question(name, int.from_bytes(key[-4:-2]), int.from_bytes(key[-2:]))
+        resolution = resolve(self._zones, name, question.rdtype, question.rdclass)
+        payload = self._max_udp_payload if edns else None
+        template = _template(render(0, 0, question, resolution, payload), len(key))
+        cache[key] = template
+        return template
+
+    def _respond_slowly(self, data: bytes, counts: list[int], udp: bool) -> bytes | None:
+        opcode = (data[2] >> 3) & 0x0F
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            rcode = dns.rcode.NOTIMP if opcode != dns.opcode.QUERY else dns.rcode.FORMERR
+            counts[rcode] += 1
+            return header_only(data, rcode)
+        payload = self._max_udp_payload if query.edns >= 0 else None
+        question = None
+        if query.question:
+            first = query.question[0]
+            question = Question(first.name, first.rdtype, first.rdclass)
+        if opcode != dns.opcode.QUERY:
+            rcode = dns.rcode.NOTIMP
+        elif query.edns > 0:
+            rcode = dns.rcode.BADVERS
+        elif len(query.question) != 1 or question is None:
+            rcode = dns.rcode.FORMERR
+        else:
+            resolution = resolve(self._zones, question.name, question.rdtype, question.rdclass)
+            rendered = render(query.id, query.flags, question, resolution, payload)
+            counts[rendered.rcode] += 1
+            return _fit(rendered, query, udp, self._max_udp_payload)
+        counts[rcode] += 1
+        return render_error(query.id, query.flags, question, rcode, payload)
+
+
+def _fit(rendered: Rendered, query: dns.message.Message, udp: bool, max_payload: int) -> bytes:
+    if not udp:
+        return rendered.full
+    limit = UDP_PLAIN_LIMIT
+    if query.edns >= 0:
+        limit = min(max(query.payload, UDP_PLAIN_LIMIT), max_payload)
+    return rendered.full if len(rendered.full) <= limit else rendered.truncated
+
+
+def _template(rendered: Rendered, question_size: int) -> Template:
+    end = HEADER_SIZE + question_size
+    full, truncated = rendered.full, rendered.truncated
+    return Template(
+        headers=(full[2:12], _with_rd(full[2:12])),
+        tail=full[end:],
+        truncated_headers=(truncated[2:12], _with_rd(truncated[2:12])),
+        truncated_tail=truncated[end:],
+        size=len(full),
+        rcode=int(rendered.rcode),
+    )
+
+
+def _with_rd(header: bytes) -> bytes:
+    return bytes((header[0] | 1,)) + header[1:]

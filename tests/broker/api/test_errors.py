@@ -1,0 +1,127 @@
+"""Bad input: a clear problem document with a stable code, never a 500, nothing changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import Api, Running
+
+GOOD = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+
+# (raw body, expected status, expected code)
+MALFORMED = [
+    (b"", 400, "malformed-json"),
+    (b"{", 400, "malformed-json"),
+    (b"\xff\xfe{}", 400, "malformed-json"),
+    (b"[]", 400, "malformed-json"),
+    (b'"text"', 400, "malformed-json"),
+    (b"null", 400, "malformed-json"),
+    (b"NaN", 400, "malformed-json"),
+    (b'{"domain": "www.example.test", "value": "x", "lease": Infinity}', 400, "malformed-json"),
+    (b"{}", 400, "invalid-request"),
+    (json.dumps({"domain": "www.example.test"}), 400, "invalid-request"),
+    (json.dumps({"domain": "www.example.test", "value": 42}), 400, "invalid-request"),
+    (json.dumps({"domain": ["www.example.test"], "value": GOOD}), 400, "invalid-request"),
+    (json.dumps({"domain": "www.example.test", "value": GOOD, "vaule": 1}), 400, "invalid-request"),
+    (json.dumps({"value": GOOD}), 400, "invalid-request"),
+    (
+        json.dumps(
+            {
+                "domain": "www.example.test",
+                "fqdn": "_acme-challenge.www.example.test",
+                "value": GOOD,
+            }
+        ),
+        400,
+        "invalid-request",
+    ),
+    (
+        json.dumps({"domain": "www.example.test", "value": GOOD, "lease": "60"}),
+        400,
+        "invalid-request",
+    ),
+    (
+        json.dumps({"domain": "www.example.test", "value": GOOD, "lease": 1.5}),
+        400,
+        "invalid-request",
+    ),
+    (
+        json.dumps({"domain": "www.example.test", "value": GOOD, "lease": True}),
+        400,
+        "invalid-request",
+    ),
+    (json.dumps({"domain": "www..example.test", "value": GOOD}), 400, "invalid-name"),
+    (json.dumps({"domain": "", "value": GOOD}), 400, "invalid-name"),
+    (json.dumps({"domain": "a" * 64 + ".example.test", "value": GOOD}), 400, "invalid-name"),
+    (
+        json.dumps({"domain": ("a" * 62 + ".") * 4 + "example.test", "value": GOOD}),
+        400,
+        "invalid-name",
+    ),
+    (json.dumps({"domain": "www.exa mple.test", "value": GOOD}), 400, "invalid-name"),
+    (json.dumps({"domain": "a.*.example.test", "value": GOOD}), 400, "invalid-name"),
+    (json.dumps({"fqdn": "www.example.test.", "value": GOOD}), 400, "invalid-name"),
+    (json.dumps({"domain": "www.example.test", "value": ""}), 400, "invalid-value"),
+    (json.dumps({"domain": "www.example.test", "value": "x" * 256}), 400, "invalid-value"),
+    (json.dumps({"domain": "www.example.test", "value": "two words"}), 400, "invalid-value"),
+    (json.dumps({"domain": "www.example.test", "value": 'q"uote'}), 400, "invalid-value"),
+    (json.dumps({"domain": "www.example.test", "value": "ünïcode"}), 400, "invalid-value"),
+    (json.dumps({"domain": "www.example.test", "value": GOOD, "lease": 0}), 400, "invalid-lease"),
+    (
+        json.dumps({"domain": "www.example.test", "value": GOOD, "lease": 10**9}),
+        400,
+        "invalid-lease",
+    ),
+    (json.dumps({"domain": "www.other.test", "value": GOOD}), 422, "no-zone"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), MALFORMED)
+@pytest.mark.parametrize("path", ["/v1/present", "/v1/cleanup"])
+async def test_malformed_requests_get_a_problem_and_change_nothing(
+    api: Api, running: Running, path, raw, status, code
+):
+    admin = running.admin_token
+    await api.call("POST", "/v1/present", admin, json={"domain": "www.example.test", "value": GOOD})
+    got, body = await api.call("POST", path, admin, data=raw)
+    if path == "/v1/cleanup" and code == "invalid-lease":
+        # cleanup ignores the lease, so this is a valid cleanup of the value
+        assert (got, body["removed"]) == (200, True)
+        return
+    assert got == status, body
+    assert body["code"] == code
+    assert body["type"] == f"urn:dns01-broker:problem:{code}"
+    assert body["detail"]
+    assert await running.txt("_acme-challenge.www.example.test") == ("NOERROR", [GOOD])
+
+
+async def test_schema_errors_point_at_the_offending_fields(api: Api, running: Running):
+    status, body = await api.call(
+        "POST", "/v1/present", running.admin_token, json={"domain": 5, "lease": "x", "extra": 1}
+    )
+    assert status == 400
+    pointers = {error["pointer"] for error in body["errors"]}
+    assert pointers == {"/domain", "/lease", "/extra", "/value"}
+
+
+async def test_body_over_the_limit_is_413(api: Api, running: Running):
+    big = json.dumps({"domain": "www.example.test", "value": GOOD, "pad": "x" * 70000})
+    status, body = await api.call("POST", "/v1/present", running.admin_token, data=big)
+    assert (status, body["code"]) == (413, "body-too-large")
+    assert await running.txt("_acme-challenge.www.example.test") == ("NXDOMAIN", [])
+
+
+async def test_unknown_route_and_wrong_method_are_problems(running: Running):
+    status, body, response = await running.call("GET", "/v1/nothing-here")
+    assert (status, body["code"]) == (404, "not-found")
+    assert response.content_type == "application/problem+json"
+    status, body, _ = await running.call("GET", "/v1/present")
+    assert (status, body["code"]) == (405, "method-not-allowed")
+    assert "POST" in body["detail"]
+
+
+async def test_unauthenticated_request_is_401_before_its_body_is_judged(api: Api):
+    status, body = await api.call("POST", "/v1/present", data=b"{not json")
+    assert (status, body["code"]) == (401, "unauthorized")

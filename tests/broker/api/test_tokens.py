@@ -1,0 +1,85 @@
+"""Token management over HTTP: admin only; the token is shown once and then works."""
+
+from __future__ import annotations
+
+from tests.support import Api, Running
+
+BODY = {"domain": "www.example.test", "value": "v" * 43}
+
+
+async def test_admin_creates_a_token_that_works_within_its_scope(api: Api, running: Running):
+    status, created = await api.call(
+        "POST",
+        "/v1/tokens",
+        running.admin_token,
+        json={"name": "ci", "allow": ["*.example.test"], "expires": "90d"},
+    )
+    assert status == 201
+    assert created["allow"] == ["*.example.test"]
+    assert created["expires_at"] is not None
+    status, _ = await api.call("POST", "/v1/present", created["token"], json=BODY)
+    assert status == 201
+    status, _ = await api.call(
+        "POST", "/v1/present", created["token"], json={**BODY, "domain": "example.test"}
+    )
+    assert status == 403
+
+
+async def test_token_list_never_shows_secrets_and_hides_revoked_by_default(
+    api: Api, running: Running
+):
+    secret = await running.token("web1", ["example.test"])
+    await running.token("web2", ["example.test"])
+    await api.call("DELETE", "/v1/tokens/web2", running.admin_token, template="/v1/tokens/{name}")
+    status, body = await api.call("GET", "/v1/tokens", running.admin_token)
+    assert status == 200
+    assert [t["name"] for t in body["tokens"]] == ["admin", "web1"]
+    assert secret not in str(body)
+    _, body = await api.call("GET", "/v1/tokens?all=true", running.admin_token)
+    assert [t["name"] for t in body["tokens"]] == ["admin", "web1", "web2"]
+
+
+async def test_non_admin_tokens_cannot_manage_tokens(api: Api, running: Running):
+    token = await running.token("web1", ["example.test"])
+    status, body = await api.call("GET", "/v1/tokens", token)
+    assert (status, body["code"]) == (403, "admin-required")
+    status, _ = await api.call("POST", "/v1/tokens", token, json={"name": "x", "admin": True})
+    assert status == 403
+    status, _ = await api.call("DELETE", "/v1/tokens/admin", token, template="/v1/tokens/{name}")
+    assert status == 403
+
+
+async def test_duplicate_live_name_conflicts_but_a_revoked_name_can_be_reused(
+    api: Api, running: Running
+):
+    admin = running.admin_token
+    body = {"name": "web1", "allow": ["example.test"]}
+    assert (await api.call("POST", "/v1/tokens", admin, json=body))[0] == 201
+    status, problem = await api.call("POST", "/v1/tokens", admin, json=body)
+    assert (status, problem["code"]) == (409, "conflict")
+    await api.call("DELETE", "/v1/tokens/web1", admin, template="/v1/tokens/{name}")
+    assert (await api.call("POST", "/v1/tokens", admin, json=body))[0] == 201
+
+
+async def test_revoking_an_unknown_token_is_404(api: Api, running: Running):
+    status, body = await api.call(
+        "DELETE", "/v1/tokens/ghost", running.admin_token, template="/v1/tokens/{name}"
+    )
+    assert (status, body["code"]) == (404, "not-found")
+
+
+async def test_invalid_token_requests_are_400(api: Api, running: Running):
+    admin = running.admin_token
+    for body in (
+        {"name": "Bad Name", "allow": ["example.test"]},
+        {"name": "ok", "allow": []},
+        {"name": "ok", "allow": ["a..b"]},
+        {"name": "ok", "allow": ["example.test"], "cidrs": ["nope"]},
+        {"name": "ok", "allow": ["example.test"], "expires": "soon"},
+        {"name": "ok", "allow": "example.test"},
+    ):
+        status, problem = await api.call("POST", "/v1/tokens", admin, json=body)
+        assert status == 400, body
+        assert problem["code"] in ("invalid-request", "invalid-name")
+    _, listing = await api.call("GET", "/v1/tokens", admin)
+    assert [t["name"] for t in listing["tokens"]] == ["admin"]
