@@ -27,7 +27,7 @@ EXIT_FAILED = 1
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
     except ConfigError as exc:
         print("configuration is not valid:", file=sys.stderr)
         for path, message in exc.problems:
@@ -50,7 +50,6 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML config file (default: $DNS01_BROKER_CONFIG, else built-in defaults)",
     )
     parser = argparse.ArgumentParser(prog="dns01-broker", parents=[common])
-    parser.set_defaults(config=None)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run the broker")
