@@ -14,6 +14,7 @@ from pathlib import Path
 
 from broker import logs
 from broker.api.bodies import timestamp
+from broker.api.tokens import token_json
 from broker.auth import issue_token
 from broker.config import ConfigError, Settings, load_settings, parse_duration
 from broker.errors import BrokerError
@@ -152,38 +153,24 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"name": issued.record.name, "token": issued.secret}))
     else:
         print(issued.secret)
-        print(
-            f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr
-        )
+        print(f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr)
     return code
 
 
 def _token_list(args: argparse.Namespace, settings: Settings) -> int:
     async def listing(store: Store) -> int:
         records = await store.list_tokens(include_revoked=args.all)
-        rows = [
-            {
-                "name": r.name,
-                "allow": list(r.scopes),
-                "cidrs": list(r.cidrs),
-                "admin": r.admin,
-                "created_at": timestamp(r.created_at),
-                "expires_at": timestamp(r.expires_at),
-                "revoked_at": timestamp(r.revoked_at),
-            }
-            for r in records
-        ]
         if args.json:
-            print(json.dumps(rows, indent=2))
+            print(json.dumps([token_json(record) for record in records], indent=2))
             return 0
         print(f"{'NAME':<20} {'ADMIN':<5} {'EXPIRES':<24} {'STATE':<8} SCOPES / CIDRS")
-        for row in rows:
-            state = "revoked" if row["revoked_at"] else "live"
-            scopes = ",".join(row["allow"]) or "(all)"
-            cidrs = f" from {','.join(row['cidrs'])}" if row["cidrs"] else ""
-            expires = row["expires_at"] or "never"
-            admin = "yes" if row["admin"] else "no"
-            print(f"{row['name']:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}")
+        for record in records:
+            state = "revoked" if record.revoked_at else "live"
+            scopes = ",".join(record.scopes) or "(all)"
+            cidrs = f" from {','.join(record.cidrs)}" if record.cidrs else ""
+            expires = timestamp(record.expires_at) or "never"
+            admin = "yes" if record.admin else "no"
+            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}")
         return 0
 
     return _with_store(settings, listing)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-TOKEN_PREFIX = "d01_"
+TOKEN_PREFIX = "d01_"  # noqa: S105 - a format marker, not a secret
 _TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 _TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
@@ -117,7 +117,7 @@ def issue_token(
     networks = parse_cidrs(cidrs)
     if not parsed and not admin:
         raise InvalidRequestError(
-            "a token needs at least one scope (--allow example.com / \"allow\": [...]) "
+            'a token needs at least one scope (--allow example.com / "allow": [...]) '
             "unless it is an admin token"
         )
     created = time.time() if now is None else now

@@ -244,7 +244,9 @@ def _apply_env_overrides(
             continue
         parts = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
         if not all(parts):
-            problems.append((key, "use double underscores between levels: DNS01_BROKER_HTTP__LISTEN"))
+            problems.append(
+                (key, "use double underscores between levels: DNS01_BROKER_HTTP__LISTEN")
+            )
             continue
         target = raw
         for part in parts[:-1]:
@@ -324,7 +326,9 @@ def _check_consistency(
 def zone_owners(settings: Settings) -> dict[str, str]:
     """Zone name -> provider instance name."""
     return {
-        zone: name for name, provider in settings.providers.items() for zone in provider.zone_names()
+        zone: name
+        for name, provider in settings.providers.items()
+        for zone in provider.zone_names()
     }
 
 

@@ -20,7 +20,7 @@ MAX_VALUE_CHARS = 255
 
 _IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
 _ASCII_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
-_TXT_SAFE = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]+')
+_TXT_SAFE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def normalize_name(text: str, *, what: str = "name") -> str:
@@ -162,8 +162,7 @@ def validate_value(value: str) -> str:
         raise InvalidValueError("value is empty: send the 43-character DNS-01 digest")
     if len(value) > MAX_VALUE_CHARS:
         raise InvalidValueError(
-            f"value is {len(value)} characters long; a TXT value may have at most "
-            f"{MAX_VALUE_CHARS}"
+            f"value is {len(value)} characters long; a TXT value may have at most {MAX_VALUE_CHARS}"
         )
     if not _TXT_SAFE.fullmatch(value):
         raise InvalidValueError(

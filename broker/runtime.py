@@ -163,7 +163,10 @@ class Broker:
         except (dns.exception.DNSException, OSError) as exc:
             return {"ok": False, "detail": f"{host} port {port}: {exc or type(exc).__name__}"}
         if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
-            return {"ok": False, "detail": f"SOA query answered {dns.rcode.to_text(answer.rcode())}"}
+            return {
+                "ok": False,
+                "detail": f"SOA query answered {dns.rcode.to_text(answer.rcode())}",
+            }
         return {"ok": True}
 
     async def _bootstrap_admin_token(self) -> None:

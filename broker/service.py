@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from broker.auth import Principal
 from broker.config import ChallengeSettings
 from broker.dnsname import ChallengeTarget, is_subdomain
-from broker.errors import InvalidLeaseError, NoZoneError, NotFoundError, ProviderFailureError
+from broker.errors import InvalidLeaseError, NotFoundError, NoZoneError, ProviderFailureError
 from broker.metrics import Metrics
 from broker.store import ChallengeRecord, ChallengeState, Store
 from providers.base import DnsProvider, ProviderError

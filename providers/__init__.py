@@ -6,6 +6,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import BaseModel
+
 from providers.base import DnsProvider
 
 
@@ -30,7 +32,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
 }
 
 
-def load_provider_type(kind: str) -> tuple[type, type[DnsProvider]]:
+def load_provider_type(kind: str) -> tuple[type[BaseModel], type[DnsProvider]]:
     """The settings model and provider class of ``kind``; a missing extra names its pip command."""
     spec = PROVIDER_TYPES[kind]
     try:

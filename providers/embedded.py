@@ -18,11 +18,7 @@ import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.NS
-import dns.rdtypes.ANY.SOA
 import dns.rdtypes.ANY.TXT
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
 import dns.rrset
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, field_validator, model_validator
 
@@ -121,7 +117,7 @@ class EmbeddedZone:
         ns_rrset.update_ttl(s.ns_ttl)
         for ns in s.nameservers:
             ns_name = dns.name.from_text(ns.name)
-            ns_rrset.add(dns.rdtypes.ANY.NS.NS(IN, NS, ns_name))
+            ns_rrset.add(dns.rdata.from_text(IN, NS, ns.name))
             if ns_name.is_subdomain(self.origin):
                 for address in ns.addresses:
                     self._add_static(ns_name, _address_rdata(address), s.ns_ttl)
@@ -133,16 +129,11 @@ class EmbeddedZone:
     def _set_soa(self) -> None:
         s = self.settings
         assert s.hostmaster is not None
-        soa = dns.rdtypes.ANY.SOA.SOA(
+        soa = dns.rdata.from_text(
             IN,
             SOA,
-            dns.name.from_text(s.nameservers[0].name),
-            dns.name.from_text(s.hostmaster),
-            self.serial,
-            s.refresh,
-            s.retry,
-            s.expire,
-            s.minimum,
+            f"{s.nameservers[0].name} {s.hostmaster} {self.serial} "
+            f"{s.refresh} {s.retry} {s.expire} {s.minimum}",
         )
         rrset = dns.rrset.RRset(self.origin, IN, SOA)
         rrset.update_ttl(s.soa_ttl)
@@ -267,7 +258,7 @@ class ZoneSet:
             zone = self._zones.get(current)
             if zone is not None:
                 return zone
-            if current == dns.name.root or current == dns.name.empty:
+            if current in (dns.name.root, dns.name.empty):
                 return None
             current = current.parent()
 
@@ -313,6 +304,4 @@ class EmbeddedProvider(DnsProvider):
 
 
 def _address_rdata(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dns.rdata.Rdata:
-    if address.version == 4:
-        return dns.rdtypes.IN.A.A(IN, A, str(address))
-    return dns.rdtypes.IN.AAAA.AAAA(IN, AAAA, str(address))
+    return dns.rdata.from_text(IN, A if address.version == 4 else AAAA, str(address))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -59,7 +60,7 @@ class TokenBody(StrictBody):
 T = TypeVar("T")
 
 
-def _at(pointer: str, parse: Any, text: str) -> Any:
+def _at(pointer: str, parse: Callable[[str], T], text: str) -> T:
     try:
         return parse(text)
     except BrokerError as exc:
@@ -71,7 +72,9 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     try:
         data = json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedJsonError(f"the body is not valid JSON ({exc}); send a JSON object") from None
+        raise MalformedJsonError(
+            f"the body is not valid JSON ({exc}); send a JSON object"
+        ) from None
     if not isinstance(data, dict):
         raise MalformedJsonError(f"the body must be a JSON object, not {type(data).__name__}")
     try:
@@ -79,7 +82,9 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         problems = [_field_problem(error) for error in exc.errors(include_url=False)]
         summary = "; ".join(f"{p.pointer}: {p.detail}" for p in problems)
-        raise InvalidRequestError(f"the body does not match the schema: {summary}", problems=problems) from None
+        raise InvalidRequestError(
+            f"the body does not match the schema: {summary}", problems=problems
+        ) from None
 
 
 def _refuse_constant(name: str) -> None:

@@ -58,7 +58,9 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> BrokerError:
         )
     if exc.status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-        return MethodNotAllowedError(f"{request.method} is not allowed on {request.path}; use {allowed}")
+        return MethodNotAllowedError(
+            f"{request.method} is not allowed on {request.path}; use {allowed}"
+        )
     if exc.status == 404:
         return NotFoundError(f"no resource at {request.path}; see openapi.yaml for the routes")
     return InvalidRequestError(f"the request was refused: {exc.status} {exc.reason}")

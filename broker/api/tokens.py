@@ -43,9 +43,7 @@ async def create_token(request: web.Request) -> web.Response:
     try:
         lifetime = None if body.expires is None else parse_duration(body.expires)
     except ValueError as exc:
-        raise InvalidRequestError(
-            str(exc), problems=[FieldProblem("/expires", str(exc))]
-        ) from None
+        raise InvalidRequestError(str(exc), problems=[FieldProblem("/expires", str(exc))]) from None
     issued = issue_token(
         body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=lifetime
     )

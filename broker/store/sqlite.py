@@ -54,7 +54,7 @@ CREATE INDEX challenges_ended ON challenges (ended_at) WHERE state != 'present';
 _CHALLENGE_COLUMNS = (
     "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at"
 )
-_TOKEN_COLUMNS = "name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at"
+_TOKEN_COLUMNS = "name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at"  # noqa: S105
 
 
 class SqliteStore(Store):
@@ -286,4 +286,16 @@ def _challenge_row(record: ChallengeRecord) -> tuple[Any, ...]:
 
 
 def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
-    return ChallengeRecord(*row[:8], state=ChallengeState(row[8]), ended_at=row[9])
+    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at = row
+    return ChallengeRecord(
+        id=id_,
+        fqdn=fqdn,
+        value=value,
+        zone=zone,
+        provider=provider,
+        owner=owner,
+        created_at=created_at,
+        expires_at=expires_at,
+        state=ChallengeState(state),
+        ended_at=ended_at,
+    )
