@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 
-from tests.support import Api, Running, write_settings
+from tests.support import Api, Running, require_binary, write_settings
 
 DIGEST_A = base64.urlsafe_b64encode(hashlib.sha256(b"a").digest()).decode().rstrip("=")
 DIGEST_B = base64.urlsafe_b64encode(hashlib.sha256(b"b").digest()).decode().rstrip("=")
@@ -197,3 +198,28 @@ async def test_records_survive_a_restart(start_broker, tmp_path):
     )
     assert (status, body["removed"]) == (200, True)
     assert await second.txt("_acme-challenge.example.test") == ("NXDOMAIN", [])
+
+
+async def test_dig_sees_presented_values_as_an_authoritative_answer(api: Api, running: Running):
+    dig = require_binary("dig")
+    token = await running.token("web1", ["example.test"])
+    for value in (DIGEST_A, DIGEST_B):
+        await api.call(
+            "POST", "/v1/present", token, json={"domain": "example.test", "value": value}
+        )
+    assert running.broker.dns_server is not None
+    host, port = running.broker.dns_server.addresses[0]
+    for transport in ("+notcp", "+tcp"):
+        process = await asyncio.create_subprocess_exec(
+            dig, f"@{host}", "-p", str(port), "TXT", "_acme-challenge.Example.Test",
+            transport, "+norecurse", "+time=2", "+tries=1",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        text = out.decode()
+        assert "status: NOERROR" in text
+        assert re.search(r"flags: qr aa;", text), text
+        answers = re.findall(
+            r'^_acme-challenge\.Example\.Test\.\s+60\s+IN\s+TXT\s+"(\S+)"$', text, re.M
+        )
+        assert sorted(answers) == sorted([DIGEST_A, DIGEST_B])
