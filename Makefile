@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite drives (real peers and servers); installed only as root.
 APT_PACKAGES ?= dnsutils
+LINT_PATHS := broker providers tests $(wildcard bench)
 
 .PHONY: run test lint format check-tests install apt clean
 
@@ -31,16 +32,16 @@ apt:
 	else echo "not root: skipping apt-get (tests needing $(APT_PACKAGES) skip locally, fail in CI)"; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check broker providers tests bench
-	$(BIN)/ruff format --check broker providers tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 test: apt $(STAMP) lint
 	$(BIN)/pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format broker providers tests bench
-	$(BIN)/ruff check --fix broker providers tests bench
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
