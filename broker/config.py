@@ -175,6 +175,7 @@ class AuthSettings(_Section):
 
 class ChallengeSettings(_Section):
     txt_ttl: int = Field(60, ge=0, le=86400)
+    max_values_per_name: int = Field(16, ge=1, le=1000)
     default_lease: Duration = 3600.0
     max_lease: Duration = 86400.0
     reconcile_interval: Duration = 5.0

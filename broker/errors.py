@@ -110,6 +110,12 @@ class ConflictError(BrokerError):
     title = "The resource already exists"
 
 
+class TooManyValuesError(BrokerError):
+    status = 409
+    code = "too-many-values"
+    title = "The name holds as many values as allowed"
+
+
 class BodyTooLargeError(BrokerError):
     status = 413
     code = "body-too-large"

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from broker.auth import Principal
 from broker.config import ChallengeSettings
 from broker.dnsname import ChallengeTarget, is_subdomain
-from broker.errors import InvalidLeaseError, NotFoundError, NoZoneError, ProviderFailureError
+from broker.errors import (
+    InvalidLeaseError,
+    NotFoundError,
+    NoZoneError,
+    ProviderFailureError,
+    TooManyValuesError,
+)
 from broker.metrics import Metrics
 from broker.store import ChallengeRecord, ChallengeState, Store
 from providers.base import DnsProvider, ProviderError
@@ -119,7 +125,14 @@ class ChallengeService:
             expires_at=now + self._lease(lease),
         )
         async with self._locks.hold(route.provider.name, target.fqdn):
-            record, created = await self.store.put_challenge(candidate)
+            stored = await self.store.put_challenge(candidate, self.settings.max_values_per_name)
+            if stored is None:
+                raise TooManyValuesError(
+                    f"{target.fqdn} already holds {self.settings.max_values_per_name} live "
+                    "values (challenges.max_values_per_name): clean up values no longer "
+                    "needed, or wait for their leases to end"
+                )
+            record, created = stored
             try:
                 await self._provider_add(route, record)
             except ProviderFailureError:

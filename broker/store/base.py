@@ -74,9 +74,12 @@ class Store(ABC):
         """Every token ever stored, revoked ones included."""
 
     @abstractmethod
-    async def put_challenge(self, record: ChallengeRecord) -> tuple[ChallengeRecord, bool]:
+    async def put_challenge(
+        self, record: ChallengeRecord, max_values: int
+    ) -> tuple[ChallengeRecord, bool] | None:
         """Insert a live record, or extend the lease of the live one with the same fqdn and
-        value. Returns the stored record and whether it was created."""
+        value. Returns the stored record and whether it was created; None (and nothing
+        written) when the name already holds ``max_values`` other live values."""
 
     @abstractmethod
     async def live_challenge(self, fqdn: str, value: str) -> ChallengeRecord | None: ...

@@ -156,16 +156,22 @@ class SqliteStore(Store):
         row = await self._run(self._fetchone, "SELECT count(*) FROM tokens", ())
         return int(row[0]) if row else 0
 
-    async def put_challenge(self, record: ChallengeRecord) -> tuple[ChallengeRecord, bool]:
+    async def put_challenge(
+        self, record: ChallengeRecord, max_values: int
+    ) -> tuple[ChallengeRecord, bool] | None:
         row = await self._run(
             self._fetchone,
-            f"INSERT INTO challenges ({_CHALLENGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            f"INSERT INTO challenges ({_CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,? "
+            "WHERE (SELECT count(*) FROM challenges WHERE fqdn = ? AND state = 'present') < ? "
+            "OR EXISTS (SELECT 1 FROM challenges WHERE fqdn = ? AND value = ? "
+            "AND state = 'present') "
             "ON CONFLICT (fqdn, value) WHERE state = 'present' DO UPDATE SET "
             "expires_at = max(challenges.expires_at, excluded.expires_at) "
             f"RETURNING {_CHALLENGE_COLUMNS}",
-            _challenge_row(record),
+            (*_challenge_row(record), record.fqdn, max_values, record.fqdn, record.value),
         )
-        assert row is not None
+        if row is None:
+            return None
         stored = _challenge(row)
         return stored, stored.id == record.id
 

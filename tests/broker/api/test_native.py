@@ -123,14 +123,14 @@ async def test_last_value_removed_makes_the_name_disappear(api: Api, running: Ru
 
 async def test_concurrent_presents_on_one_name_all_land(api: Api, running: Running):
     token = await running.token("web1", ["example.test"])
-    values = [f"value-{i:02d}-" + "x" * 30 for i in range(20)]
+    values = [f"value-{i:02d}-" + "x" * 30 for i in range(16)]
     results = await asyncio.gather(
         *(
             api.call("POST", "/v1/present", token, json={"domain": "example.test", "value": v})
             for v in values
         )
     )
-    assert [status for status, _ in results] == [201] * 20
+    assert [status for status, _ in results] == [201] * 16
     assert await running.txt("_acme-challenge.example.test", tcp=True) == (
         "NOERROR",
         sorted(values),
@@ -223,3 +223,35 @@ async def test_dig_sees_presented_values_as_an_authoritative_answer(api: Api, ru
             r'^_acme-challenge\.Example\.Test\.\s+60\s+IN\s+TXT\s+"(\S+)"$', text, re.M
         )
         assert sorted(answers) == sorted([DIGEST_A, DIGEST_B])
+
+
+async def test_a_name_holds_at_most_the_configured_number_of_values(
+    start_broker, tmp_path, openapi
+):
+    running = await start_broker(
+        write_settings(tmp_path, "[challenges]\nmax_values_per_name = 3\n")
+    )
+    api = Api(running, openapi)
+    token = await running.token("web1", ["example.test"])
+    values = [f"value-{i}" for i in range(4)]
+    for value in values[:3]:
+        status, _ = await api.call(
+            "POST", "/v1/present", token, json={"domain": "example.test", "value": value}
+        )
+        assert status == 201
+    status, body = await api.call(
+        "POST", "/v1/present", token, json={"domain": "example.test", "value": values[3]}
+    )
+    assert (status, body["code"]) == (409, "too-many-values")
+    status, _ = await api.call(
+        "POST", "/v1/present", token, json={"domain": "example.test", "value": values[0]}
+    )
+    assert status == 200  # a repeat of a present value is still accepted at the cap
+    await api.call(
+        "POST", "/v1/cleanup", token, json={"domain": "example.test", "value": values[0]}
+    )
+    status, _ = await api.call(
+        "POST", "/v1/present", token, json={"domain": "example.test", "value": values[3]}
+    )
+    assert status == 201
+    assert (await running.txt("_acme-challenge.example.test"))[1] == sorted(values[1:])
