@@ -97,7 +97,11 @@ class Node:
 
 
 class EmbeddedZone:
-    """One authoritative zone: SOA and NS at the apex, glue, and challenge TXT values."""
+    """One authoritative zone: SOA and NS at the apex, glue, and challenge TXT values.
+
+    Changes only touch plain lists and counters; the RRsets of a name are built when the
+    DNS server first asks for them after a change, so a present does no DNS rendering.
+    """
 
     def __init__(self, settings: EmbeddedZoneSettings) -> None:
         self.settings = settings
@@ -107,8 +111,16 @@ class EmbeddedZone:
         self._static: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         self._txt: dict[dns.name.Name, list[str]] = {}
         self._txt_ttl: dict[dns.name.Name, int] = {}
-        self._nodes: dict[dns.name.Name, Node] = {}
+        self._owners: set[dns.name.Name] = set()
         self._existing: dict[dns.name.Name, int] = {}
+        self._nodes: dict[dns.name.Name, Node] = {}
+        self._soa: dns.rrset.RRset | None = None
+        self._soa_rdata = dns.rdata.from_text(
+            IN,
+            SOA,
+            f"{settings.nameservers[0].name} {settings.hostmaster} {self.serial} "
+            f"{settings.refresh} {settings.retry} {settings.expire} {settings.minimum}",
+        )
         self._build_static()
 
     def _build_static(self) -> None:
@@ -122,23 +134,8 @@ class EmbeddedZone:
                 for address in ns.addresses:
                     self._add_static(ns_name, _address_rdata(address), s.ns_ttl)
         self._static.setdefault(self.origin, {})[NS] = ns_rrset
-        self._set_soa()
         for name in list(self._static):
-            self._rebuild(name)
-
-    def _set_soa(self) -> None:
-        s = self.settings
-        assert s.hostmaster is not None
-        soa = dns.rdata.from_text(
-            IN,
-            SOA,
-            f"{s.nameservers[0].name} {s.hostmaster} {self.serial} "
-            f"{s.refresh} {s.retry} {s.expire} {s.minimum}",
-        )
-        rrset = dns.rrset.RRset(self.origin, IN, SOA)
-        rrset.update_ttl(s.soa_ttl)
-        rrset.add(soa)
-        self._static.setdefault(self.origin, {})[SOA] = rrset
+            self._track_owner(name)
 
     def _add_static(self, name: dns.name.Name, rdata: dns.rdata.Rdata, ttl: int) -> None:
         node = self._static.setdefault(name, {})
@@ -185,29 +182,20 @@ class EmbeddedZone:
 
     def _changed(self, name: dns.name.Name) -> None:
         self.serial = (self.serial + 1) & 0xFFFFFFFF
-        self._set_soa()
-        self._rebuild(self.origin)
-        if name != self.origin:
-            self._rebuild(name)
+        self._soa = None
+        self._nodes.pop(self.origin, None)
+        self._nodes.pop(name, None)
+        self._track_owner(name)
         if self.on_change is not None:
             self.on_change()
 
-    def _rebuild(self, name: dns.name.Name) -> None:
-        rrsets = dict(self._static.get(name, {}))
-        values = self._txt.get(name)
-        if values:
-            txt = dns.rrset.RRset(name, IN, TXT)
-            txt.update_ttl(self._txt_ttl[name])
-            for value in values:
-                txt.add(dns.rdtypes.ANY.TXT.TXT(IN, TXT, [value.encode("ascii")]))
-            rrsets[TXT] = txt
-        had = name in self._nodes
-        if rrsets:
-            self._nodes[name] = Node(rrsets)
-            if not had:
-                self._count_existence(name, +1)
-        elif had:
-            del self._nodes[name]
+    def _track_owner(self, name: dns.name.Name) -> None:
+        owns = name in self._static or name in self._txt or name == self.origin
+        if owns and name not in self._owners:
+            self._owners.add(name)
+            self._count_existence(name, +1)
+        elif not owns and name in self._owners:
+            self._owners.discard(name)
             self._count_existence(name, -1)
 
     def _count_existence(self, name: dns.name.Name, delta: int) -> None:
@@ -224,14 +212,35 @@ class EmbeddedZone:
 
     def node(self, name: dns.name.Name) -> Node | None:
         """The RRsets owned by ``name``, or None when it owns none."""
-        return self._nodes.get(name)
+        node = self._nodes.get(name)
+        if node is None and name in self._owners:
+            node = self._nodes[name] = Node(self._build_rrsets(name))
+        return node
+
+    def _build_rrsets(self, name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
+        rrsets = dict(self._static.get(name, {}))
+        if name == self.origin:
+            rrsets[SOA] = self.soa()
+        values = self._txt.get(name)
+        if values:
+            txt = dns.rrset.RRset(name, IN, TXT)
+            txt.update_ttl(self._txt_ttl[name])
+            for value in values:
+                txt.add(dns.rdtypes.ANY.TXT.TXT(IN, TXT, [value.encode("ascii")]))
+            rrsets[TXT] = txt
+        return rrsets
 
     def exists(self, name: dns.name.Name) -> bool:
         """True for owner names and for empty non-terminals (RFC 8020)."""
         return name in self._existing
 
     def soa(self) -> dns.rrset.RRset:
-        return self._nodes[self.origin].rrsets[SOA]
+        if self._soa is None:
+            rrset = dns.rrset.RRset(self.origin, IN, SOA)
+            rrset.update_ttl(self.settings.soa_ttl)
+            rrset.add(self._soa_rdata.replace(serial=self.serial))
+            self._soa = rrset
+        return self._soa
 
 
 class ZoneSet:
@@ -276,8 +285,11 @@ class EmbeddedProvider(DnsProvider):
         super().__init__(name)
         self.settings = settings
         self.zone_set = zone_set if zone_set is not None else ZoneSet()
+        self._by_name: dict[str, EmbeddedZone] = {}
         for zone_settings in settings.zones:
-            self.zone_set.add_zone(EmbeddedZone(zone_settings))
+            zone = EmbeddedZone(zone_settings)
+            self._by_name[zone_settings.name] = zone
+            self.zone_set.add_zone(zone)
 
     async def check(self) -> None:
         return None
@@ -286,8 +298,8 @@ class EmbeddedProvider(DnsProvider):
         return self.settings.zone_names()
 
     def _zone(self, zone: str) -> EmbeddedZone:
-        found = self.zone_set.find(dns.name.from_text(zone))
-        if found is None or found.origin != dns.name.from_text(zone):
+        found = self._by_name.get(zone)
+        if found is None:
             raise ZoneNotFoundError(f"provider {self.name!r} does not serve zone {zone}")
         return found
 

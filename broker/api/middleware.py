@@ -99,6 +99,9 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return problem_response(_from_http(exc, request))
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        log.debug("client went away during %s %s", request.method, request.path)
+        return problem_response(InvalidRequestError("the connection closed mid-request"))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(BrokerError("an unexpected error occurred; it has been logged"))
