@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -64,9 +65,9 @@ class Served:
             line = (await asyncio.wait_for(self.process.stderr.readline(), 15)).decode()
             assert line, "serve exited early:\n" + "".join(self.log)
             self.log.append(line)
-            if match := re.search(r"DNS listening on (\S+) port (\d+)", line):
+            if match := re.search(r"DNS listening on ([^\s\"]+) port (\d+)", line):
                 self.dns = (match.group(1), int(match.group(2)))
-            if match := re.search(r"HTTP API listening on (\S+)", line):
+            if match := re.search(r"HTTP API listening on (http://[^\s\"]+)", line):
                 self.http = match.group(1)
 
     async def stop(self) -> int:
@@ -201,3 +202,21 @@ async def test_token_create_rejects_bad_input_with_a_message(tmp_path):
     )  # fmt: skip
     assert code == 2
     assert "--expires" in err
+
+
+async def test_json_logs_carry_one_line_per_state_change_and_no_secret(tmp_path, serve):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + '[log]\nformat = "json"\n')
+    broker = await start(config, serve)
+    token = (tmp_path / "var" / "admin.token").read_text().strip()
+    assert await present(broker.http, token) == 201
+    assert await present(broker.http, token) == 200  # idempotent: no new state, no new line
+    assert await present(broker.http, token, "/v1/cleanup") == 200
+    assert await broker.stop() == 0
+    entries = [json.loads(line) for line in "".join(broker.log).splitlines() if line.strip()]
+    messages = [entry["message"] for entry in entries]
+    assert sum(m.startswith("challenge presented") for m in messages) == 1
+    assert sum(m.startswith("challenge removed") for m in messages) == 1
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
+    assert "owner=admin" in next(m for m in messages if m.startswith("challenge presented"))
+    assert token not in "".join(broker.log)
