@@ -14,6 +14,10 @@ from broker.dnsserver.wire import HEADER_SIZE, UDP_PLAIN_LIMIT, header_only, par
 from providers.embedded import ZoneSet
 
 RCODE_SLOTS = 24
+_NO_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_ONE_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_BARE_OPT_OWNER_AND_TYPE = b"\x00\x00\x29"
+_BARE_OPT_SIZE = 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,10 @@ class Template:
 
 
 class Responder:
-    """Answers queries from ``zones``; counts answers by rcode into the caller's list."""
+    """Answers queries from ``zones``, counting answers by transport and rcode.
+
+    ``udp_counts[rcode]`` and ``tcp_counts[rcode]`` are plain counters.
+    """
 
     def __init__(self, zones: ZoneSet, max_udp_payload: int, cache_size: int) -> None:
         self._zones = zones
@@ -41,41 +48,71 @@ class Responder:
         self._cache_size = cache_size
         self._plain: dict[bytes, Template] = {}
         self._edns: dict[bytes, Template] = {}
+        self.udp_counts = [0] * RCODE_SLOTS
+        self.tcp_counts = [0] * RCODE_SLOTS
 
     def clear(self) -> None:
         self._plain.clear()
         self._edns.clear()
 
-    def respond(self, data: bytes, counts: list[int], udp: bool) -> bytes | None:
-        """The response to send, or None to stay silent."""
+    def respond(self, data: bytes, udp: bool) -> bytes | None:
+        """The response to send, or None to stay silent.
+
+        A cached question is found by slicing alone: keys are only ever made from
+        validated questions, so a hit proves the question well formed. This works for
+        queries without OPT or with a bare OPT (no options, version 0) at the end.
+        """
         if len(data) < HEADER_SIZE or data[2] & 0x80:
             return None
+        if not data[2] & 0x78:
+            shape = data[4:12]
+            if shape == _NO_OPT:
+                template = self._plain.get(data[12:-4].lower() + data[-4:])
+                if template is not None:
+                    return self._serve(data, len(data), template, UDP_PLAIN_LIMIT, udp)
+            elif shape == _ONE_OPT and _is_bare_opt(data):
+                end = len(data) - _BARE_OPT_SIZE
+                template = self._edns.get(data[12 : end - 4].lower() + data[end - 4 : end])
+                if template is not None:
+                    payload = (data[-8] << 8) | data[-7]
+                    return self._serve(data, end, template, payload, udp)
+        return self._respond_parsed(data, udp)
+
+    def fail(self, data: bytes, udp: bool) -> bytes | None:
+        """SERVFAIL for a query whose answer raised an unexpected error."""
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            return None
+        self._count(dns.rcode.SERVFAIL, udp)
+        return header_only(data, dns.rcode.SERVFAIL)
+
+    def _count(self, rcode: int, udp: bool) -> None:
+        (self.udp_counts if udp else self.tcp_counts)[rcode] += 1
+
+    def _serve(self, data: bytes, end: int, template: Template, payload: int, udp: bool) -> bytes:
+        """``template`` patched with the query's ID, RD bit and question bytes (its case)."""
+        size = template.size
+        if udp:
+            self.udp_counts[template.rcode] += 1
+            if size > UDP_PLAIN_LIMIT and (size > payload or size > self._max_udp_payload):
+                headers, tail = template.truncated_headers, template.truncated_tail
+                return b"".join((data[:2], headers[data[2] & 1], data[HEADER_SIZE:end], tail))
+        else:
+            self.tcp_counts[template.rcode] += 1
+        headers, tail = template.headers, template.tail
+        return b"".join((data[:2], headers[data[2] & 1], data[HEADER_SIZE:end], tail))
+
+    def _respond_parsed(self, data: bytes, udp: bool) -> bytes | None:
         query = parse_simple(data)
         if query is None:
-            return self._respond_slowly(data, counts, udp)
+            return self._respond_slowly(data, udp)
         end = query.question_end
         key = data[HEADER_SIZE : end - 4].lower() + data[end - 4 : end]
         payload = query.edns_payload
         if payload is None:
             template = self._plain.get(key) or self._remember(self._plain, key, edns=False)
-            limit = UDP_PLAIN_LIMIT
-        else:
-            template = self._edns.get(key) or self._remember(self._edns, key, edns=True)
-            limit = min(max(payload, UDP_PLAIN_LIMIT), self._max_udp_payload)
-        counts[template.rcode] += 1
-        rd = data[2] & 1
-        if udp and template.size > limit:
-            return b"".join(
-                (data[:2], template.truncated_headers[rd], data[12:end], template.truncated_tail)
-            )
-        return b"".join((data[:2], template.headers[rd], data[12:end], template.tail))
-
-    def fail(self, data: bytes, counts: list[int]) -> bytes | None:
-        """SERVFAIL for a query whose answer raised an unexpected error."""
-        if len(data) < HEADER_SIZE or data[2] & 0x80:
-            return None
-        counts[dns.rcode.SERVFAIL] += 1
-        return header_only(data, dns.rcode.SERVFAIL)
+            return self._serve(data, end, template, UDP_PLAIN_LIMIT, udp)
+        template = self._edns.get(key) or self._remember(self._edns, key, edns=True)
+        return self._serve(data, end, template, payload, udp)
 
     def _remember(self, cache: dict[bytes, Template], key: bytes, *, edns: bool) -> Template:
         if len(self._plain) + len(self._edns) >= self._cache_size:
@@ -88,13 +125,13 @@ class Responder:
         cache[key] = template
         return template
 
-    def _respond_slowly(self, data: bytes, counts: list[int], udp: bool) -> bytes | None:
+    def _respond_slowly(self, data: bytes, udp: bool) -> bytes | None:
         opcode = (data[2] >> 3) & 0x0F
         try:
             query = dns.message.from_wire(data)
         except Exception:
             rcode = dns.rcode.NOTIMP if opcode != dns.opcode.QUERY else dns.rcode.FORMERR
-            counts[rcode] += 1
+            self._count(rcode, udp)
             return header_only(data, rcode)
         payload = self._max_udp_payload if query.edns >= 0 else None
         question = None
@@ -110,10 +147,19 @@ class Responder:
         else:
             resolution = resolve(self._zones, question.name, question.rdtype, question.rdclass)
             rendered = render(query.id, query.flags, question, resolution, payload)
-            counts[rendered.rcode] += 1
+            self._count(rendered.rcode, udp)
             return _fit(rendered, query, udp, self._max_udp_payload)
-        counts[rcode] += 1
+        self._count(rcode, udp)
         return render_error(query.id, query.flags, question, rcode, payload)
+
+
+def _is_bare_opt(data: bytes) -> bool:
+    """Whether the last 11 bytes can be an OPT RR of version 0 without options."""
+    return (
+        data[-_BARE_OPT_SIZE : -_BARE_OPT_SIZE + 3] == _BARE_OPT_OWNER_AND_TYPE
+        and data[-5] == 0
+        and data[-2] == data[-1] == 0
+    )
 
 
 def _fit(rendered: Rendered, query: dns.message.Message, udp: bool, max_payload: int) -> bytes:

@@ -6,11 +6,12 @@ import asyncio
 import errno
 import logging
 from collections.abc import Sequence
-from typing import cast
 
 import dns.rcode
 
-from broker.dnsserver.responder import RCODE_SLOTS, Responder
+from broker.dnsserver.responder import Responder
+from broker.dnsserver.tcp import TcpConnection
+from broker.dnsserver.udp import UdpListener, bind_udp
 from providers.embedded import ZoneSet
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,9 @@ class DnsServer:
         zones.subscribe(self._responder.clear)
         self._tcp_idle_timeout = tcp_idle_timeout
         self._max_tcp_connections = max_tcp_connections
-        self._counts = {"udp": [0] * RCODE_SLOTS, "tcp": [0] * RCODE_SLOTS}
-        self._udp: list[_UdpProtocol] = []
+        self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.Server] = []
-        self._connections: set[_TcpConnection] = set()
+        self._connections: set[TcpConnection] = set()
         self._addresses: list[tuple[str, int]] = []
 
     @property
@@ -59,7 +59,8 @@ class DnsServer:
 
     def query_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
-        for transport, slots in self._counts.items():
+        responder = self._responder
+        for transport, slots in (("udp", responder.udp_counts), ("tcp", responder.tcp_counts)):
             for rcode, count in enumerate(slots):
                 if count or rcode in REPORTED_RCODES:
                     counts[transport, dns.rcode.Rcode.make(rcode).name] = count
@@ -79,10 +80,7 @@ class DnsServer:
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            _, udp = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self._responder, self._counts["udp"]),
-                local_addr=(host, port),
-            )
+            udp = UdpListener(await bind_udp(host, port), self._responder)
             bound_host, bound_port = udp.sockname()
             try:
                 tcp = await loop.create_server(
@@ -95,13 +93,13 @@ class DnsServer:
                 continue
             self._udp.append(udp)
             self._tcp.append(tcp)
+            await udp.start()
             self._addresses.append((bound_host, bound_port))
             return
 
-    def _accept(self) -> _TcpConnection:
-        return _TcpConnection(
+    def _accept(self) -> TcpConnection:
+        return TcpConnection(
             self._responder,
-            self._counts["tcp"],
             self._connections,
             self._max_tcp_connections,
             self._tcp_idle_timeout,
@@ -117,7 +115,7 @@ class DnsServer:
         for connection in connections:
             connection.close(abort=True)
         await asyncio.gather(
-            *(protocol.close() for protocol in udp),
+            *(listener.close() for listener in udp),
             *(server.wait_closed() for server in tcp),
             *(connection.closed for connection in connections),
         )
@@ -144,134 +142,3 @@ def _validate(
 def _format(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder, counts: list[int]) -> None:
-        self._respond = responder.respond
-        self._fail = responder.fail
-        self._counts = counts
-        self._transport: asyncio.DatagramTransport | None = None
-        self._closed = asyncio.get_running_loop().create_future()
-        self._paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def sockname(self) -> tuple[str, int]:
-        assert self._transport is not None
-        address = self._transport.get_extra_info("sockname")
-        return str(address[0]), int(address[1])
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        try:
-            response = self._respond(data, self._counts, True)
-        except Exception:
-            logger.exception("internal error answering a UDP query from %s", addr[0])
-            response = self._fail(data, self._counts)
-        if response is not None and not self._paused and self._transport is not None:
-            self._transport.sendto(response, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("UDP socket error: %s", exc)
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        await self._closed
-
-
-class _TcpConnection(asyncio.Protocol):
-    """One client connection: 2-byte length-prefixed queries, answered in order."""
-
-    def __init__(
-        self,
-        responder: Responder,
-        counts: list[int],
-        registry: set[_TcpConnection],
-        limit: int,
-        idle_timeout: float,
-    ) -> None:
-        self._respond = responder.respond
-        self._fail = responder.fail
-        self._counts = counts
-        self._registry = registry
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._last_activity = self._loop.time()
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self.closed: asyncio.Future[None] = self._loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._registry.add(self)
-        if len(self._registry) > self._limit:
-            logger.debug("TCP connection limit %d reached; closing a new one", self._limit)
-            self._transport.abort()
-            return
-        self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
-
-    def _check_idle(self) -> None:
-        remaining = self._last_activity + self._idle_timeout - self._loop.time()
-        if remaining <= 0:
-            self.close(abort=False)
-        else:
-            self._idle_timer = self._loop.call_later(remaining, self._check_idle)
-
-    def data_received(self, data: bytes) -> None:
-        self._last_activity = self._loop.time()
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 2:
-            end = 2 + int.from_bytes(buffer[:2])
-            if len(buffer) < end:
-                return
-            query = bytes(buffer[2:end])
-            del buffer[:end]
-            self._answer(query)
-
-    def _answer(self, query: bytes) -> None:
-        try:
-            response = self._respond(query, self._counts, False)
-        except Exception:
-            logger.exception("internal error answering a TCP query")
-            response = self._fail(query, self._counts)
-        if response is not None and self._transport is not None:
-            self._transport.write(len(response).to_bytes(2) + response)
-
-    def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-
-    def close(self, *, abort: bool) -> None:
-        """Close; unsent responses are dropped when ``abort`` or the client is not reading."""
-        if self._transport is None:
-            return
-        if abort or self._transport.get_write_buffer_size():
-            self._transport.abort()
-        else:
-            self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._registry.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        if not self.closed.done():
-            self.closed.set_result(None)
