@@ -8,6 +8,7 @@ by another process (the CLI) takes effect at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -158,11 +159,12 @@ class Authenticator:
                 f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
                 f"this request came from {source}"
             )
-        return Principal(
-            name=record.name,
-            scopes=tuple(Scope.parse(pattern) for pattern in record.scopes),
-            admin=record.admin,
-        )
+        return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(patterns: tuple[str, ...]) -> tuple[Scope, ...]:
+    return tuple(Scope.parse(pattern) for pattern in patterns)
 
 
 def unwrap(address: IPAddress) -> IPAddress:

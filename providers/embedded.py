@@ -99,21 +99,23 @@ class Node:
 class EmbeddedZone:
     """One authoritative zone: SOA and NS at the apex, glue, and challenge TXT values.
 
-    Changes only touch plain lists and counters; the RRsets of a name are built when the
-    DNS server first asks for them after a change, so a present does no DNS rendering.
+    Inside, owner names are keyed by their lower-case text. Changes only touch plain
+    lists and counters; the RRsets of a name are built when the DNS server first asks
+    for them after a change, so a present does no DNS rendering.
     """
 
     def __init__(self, settings: EmbeddedZoneSettings) -> None:
         self.settings = settings
         self.origin = dns.name.from_text(settings.name)
+        self._origin_key = settings.name
         self.serial = int(time.time()) & 0xFFFFFFFF
         self.on_change: Callable[[], None] | None = None
-        self._static: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
-        self._txt: dict[dns.name.Name, list[str]] = {}
-        self._txt_ttl: dict[dns.name.Name, int] = {}
-        self._owners: set[dns.name.Name] = set()
-        self._existing: dict[dns.name.Name, int] = {}
-        self._nodes: dict[dns.name.Name, Node] = {}
+        self._static: dict[str, dict[int, dns.rrset.RRset]] = {}
+        self._txt: dict[str, list[str]] = {}
+        self._txt_ttl: dict[str, int] = {}
+        self._owners: set[str] = set()
+        self._existing: dict[str, int] = {}
+        self._nodes: dict[str, Node] = {}
         self._soa: dns.rrset.RRset | None = None
         self._soa_rdata = dns.rdata.from_text(
             IN,
@@ -128,35 +130,36 @@ class EmbeddedZone:
         ns_rrset = dns.rrset.RRset(self.origin, IN, NS)
         ns_rrset.update_ttl(s.ns_ttl)
         for ns in s.nameservers:
-            ns_name = dns.name.from_text(ns.name)
             ns_rrset.add(dns.rdata.from_text(IN, NS, ns.name))
-            if ns_name.is_subdomain(self.origin):
+            if dns.name.from_text(ns.name).is_subdomain(self.origin):
                 for address in ns.addresses:
-                    self._add_static(ns_name, _address_rdata(address), s.ns_ttl)
-        self._static.setdefault(self.origin, {})[NS] = ns_rrset
-        for name in list(self._static):
-            self._track_owner(name)
+                    self._add_static(ns.name, _address_rdata(address), s.ns_ttl)
+        self._static.setdefault(self._origin_key, {})[NS] = ns_rrset
+        for key in list(self._static):
+            self._track_owner(key)
 
-    def _add_static(self, name: dns.name.Name, rdata: dns.rdata.Rdata, ttl: int) -> None:
-        node = self._static.setdefault(name, {})
+    def _add_static(self, key: str, rdata: dns.rdata.Rdata, ttl: int) -> None:
+        node = self._static.setdefault(key, {})
         rrset = node.get(rdata.rdtype)
         if rrset is None:
-            rrset = node[rdata.rdtype] = dns.rrset.RRset(name, IN, rdata.rdtype)
+            rrset = node[rdata.rdtype] = dns.rrset.RRset(dns.name.from_text(key), IN, rdata.rdtype)
             rrset.update_ttl(ttl)
         rrset.add(rdata)
 
     def add_static(self, rrset: dns.rrset.RRset) -> None:
         """Serve a fixed RRset (CNAMEs for delegation, registered names, tests)."""
-        self._static.setdefault(rrset.name, {})[rrset.rdtype] = rrset
-        self._changed(rrset.name)
+        key = _key(rrset.name)
+        self._static.setdefault(key, {})[rrset.rdtype] = rrset
+        self._changed(key)
 
-    def remove_static(self, name: dns.name.Name, rdtype: int) -> None:
+    def remove_static(self, name: str, rdtype: int) -> None:
         if self._static.get(name, {}).pop(rdtype, None) is not None:
             if not self._static[name]:
                 del self._static[name]
             self._changed(name)
 
-    def add_txt(self, name: dns.name.Name, value: str, ttl: int) -> bool:
+    def add_txt(self, name: str, value: str, ttl: int) -> bool:
+        """Add ``value`` at ``name`` (absolute, lower case); False when nothing changed."""
         values = self._txt.setdefault(name, [])
         if value in values and self._txt_ttl.get(name) == ttl:
             return False
@@ -166,7 +169,7 @@ class EmbeddedZone:
         self._changed(name)
         return True
 
-    def remove_txt(self, name: dns.name.Name, value: str) -> bool:
+    def remove_txt(self, name: str, value: str) -> bool:
         values = self._txt.get(name)
         if not values or value not in values:
             return False
@@ -177,54 +180,55 @@ class EmbeddedZone:
         self._changed(name)
         return True
 
-    def txt_values(self, name: dns.name.Name) -> list[str]:
+    def txt_values(self, name: str) -> list[str]:
         return list(self._txt.get(name, ()))
 
-    def _changed(self, name: dns.name.Name) -> None:
+    def _changed(self, key: str) -> None:
         self.serial = (self.serial + 1) & 0xFFFFFFFF
         self._soa = None
-        self._nodes.pop(self.origin, None)
-        self._nodes.pop(name, None)
-        self._track_owner(name)
+        self._nodes.pop(self._origin_key, None)
+        self._nodes.pop(key, None)
+        self._track_owner(key)
         if self.on_change is not None:
             self.on_change()
 
-    def _track_owner(self, name: dns.name.Name) -> None:
-        owns = name in self._static or name in self._txt or name == self.origin
-        if owns and name not in self._owners:
-            self._owners.add(name)
-            self._count_existence(name, +1)
-        elif not owns and name in self._owners:
-            self._owners.discard(name)
-            self._count_existence(name, -1)
+    def _track_owner(self, key: str) -> None:
+        owns = key in self._static or key in self._txt or key == self._origin_key
+        if owns and key not in self._owners:
+            self._owners.add(key)
+            self._count_existence(key, +1)
+        elif not owns and key in self._owners:
+            self._owners.discard(key)
+            self._count_existence(key, -1)
 
-    def _count_existence(self, name: dns.name.Name, delta: int) -> None:
-        current = name
+    def _count_existence(self, key: str, delta: int) -> None:
+        current = key
         while True:
             count = self._existing.get(current, 0) + delta
             if count:
                 self._existing[current] = count
             else:
                 self._existing.pop(current, None)
-            if current == self.origin:
+            if current == self._origin_key or "." not in current[:-1]:
                 return
-            current = current.parent()
+            current = current.split(".", 1)[1]
 
     def node(self, name: dns.name.Name) -> Node | None:
         """The RRsets owned by ``name``, or None when it owns none."""
-        node = self._nodes.get(name)
-        if node is None and name in self._owners:
-            node = self._nodes[name] = Node(self._build_rrsets(name))
+        key = _key(name)
+        node = self._nodes.get(key)
+        if node is None and key in self._owners:
+            node = self._nodes[key] = Node(self._build_rrsets(key))
         return node
 
-    def _build_rrsets(self, name: dns.name.Name) -> dict[int, dns.rrset.RRset]:
-        rrsets = dict(self._static.get(name, {}))
-        if name == self.origin:
+    def _build_rrsets(self, key: str) -> dict[int, dns.rrset.RRset]:
+        rrsets = dict(self._static.get(key, {}))
+        if key == self._origin_key:
             rrsets[SOA] = self.soa()
-        values = self._txt.get(name)
+        values = self._txt.get(key)
         if values:
-            txt = dns.rrset.RRset(name, IN, TXT)
-            txt.update_ttl(self._txt_ttl[name])
+            txt = dns.rrset.RRset(dns.name.from_text(key), IN, TXT)
+            txt.update_ttl(self._txt_ttl[key])
             for value in values:
                 txt.add(dns.rdtypes.ANY.TXT.TXT(IN, TXT, [value.encode("ascii")]))
             rrsets[TXT] = txt
@@ -232,7 +236,7 @@ class EmbeddedZone:
 
     def exists(self, name: dns.name.Name) -> bool:
         """True for owner names and for empty non-terminals (RFC 8020)."""
-        return name in self._existing
+        return _key(name) in self._existing
 
     def soa(self) -> dns.rrset.RRset:
         if self._soa is None:
@@ -241,6 +245,10 @@ class EmbeddedZone:
             rrset.add(self._soa_rdata.replace(serial=self.serial))
             self._soa = rrset
         return self._soa
+
+
+def _key(name: dns.name.Name) -> str:
+    return name.to_text().lower()
 
 
 class ZoneSet:
@@ -304,15 +312,15 @@ class EmbeddedProvider(DnsProvider):
         return found
 
     async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
-        self._zone(zone).add_txt(dns.name.from_text(name), value, ttl)
+        self._zone(zone).add_txt(name, value, ttl)
         return None
 
     async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
-        self._zone(zone).remove_txt(dns.name.from_text(name), value)
+        self._zone(zone).remove_txt(name, value)
         return None
 
     async def list_txt(self, zone: str, name: str) -> list[str]:
-        return self._zone(zone).txt_values(dns.name.from_text(name))
+        return self._zone(zone).txt_values(name)
 
 
 def _address_rdata(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dns.rdata.Rdata:

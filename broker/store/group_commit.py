@@ -1,121 +1,163 @@
-"""One SQLite writer thread that commits concurrent writes together.
+"""Group commit for SQLite writes, on the event loop.
 
-Every write is a single SQL statement (so a failing one is rolled back by SQLite on its
-own and the others in the transaction stand). Writes queued while a transaction runs go
-into the next one: under load, one wake-up, one commit and one hand-back to the event
-loop serve many requests.
+Writes requested while the loop runs other callbacks are committed together in one
+transaction at the end of that loop iteration. Each write is a single statement, so a
+failing one is rolled back by SQLite alone and the others in the transaction stand.
+
+Why on the loop and not on a thread: a WAL commit with ``synchronous=NORMAL`` does not
+fsync and costs tens of microseconds, while handing each statement back and forth
+across the GIL costs hundreds under load (measured: 317 µs per write on a writer
+thread beside a busy loop against 30-60 µs inline). The connection never waits on the
+loop: ``busy_timeout`` is 0 and ``wal_autocheckpoint`` is off. When another process
+holds the write lock, the batch (and every later one, in order) goes to a worker thread
+that may wait; checkpoints run on a thread too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import logging
 import sqlite3
-import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 Write = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Write, asyncio.Future[Any]]
-_STOP = object()
-MAX_BATCH = 256
+Batch = list[tuple[Write, "asyncio.Future[Any]"]]
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+CHECKPOINT_EVERY = 1000
 
 
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started: asyncio.Future[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: Batch = []
+        self._backlog: deque[Batch] = deque()
+        self._fallback: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._since_checkpoint = 0
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.create_future()
-        self._thread.start()
-        await self._started
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn = conn
 
     async def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._thread.join)
+        if self._pending:
+            self._flush()
+        for task in (self._fallback, self._checkpoint):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def write(self, write: Write) -> Any:
-        assert self._loop is not None
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((write, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((write, future))
         return await future
 
-    def _serve(self) -> None:
-        assert self._loop is not None
-        assert self._started is not None
-        try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            self._loop.call_soon_threadsafe(_fail_start, self._started, exc)
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
             return
-        self._loop.call_soon_threadsafe(_succeed_start, self._started)
+        if self._conn is None:
+            _settle([(f, None, sqlite3.OperationalError("store is closed")) for _, f in batch])
+            return
+        if self._fallback is not None:
+            self._backlog.append(batch)
+            return
         try:
-            while True:
-                batch, stop = self._next_batch()
-                if batch:
-                    outcomes = self._commit(conn, batch)
-                    self._loop.call_soon_threadsafe(_settle, outcomes)
-                if stop:
-                    return
+            outcomes = commit(self._conn, batch)
+        except _Busy:
+            self._backlog.append(batch)
+            self._fallback = asyncio.get_running_loop().create_task(self._drain_on_thread())
+            return
+        _settle(outcomes)
+        self._count(len(batch))
+
+    async def _drain_on_thread(self) -> None:
+        """Commit the backlog in order on a thread whose connection waits for the lock."""
+        conn = await asyncio.to_thread(self._connect)
+        try:
+            while self._backlog:
+                batch = self._backlog.popleft()
+                try:
+                    outcomes = await asyncio.to_thread(commit, conn, batch)
+                except _Busy as busy:
+                    outcomes = [(future, None, busy.error) for _, future in batch]
+                _settle(outcomes)
+                self._count(len(batch))
         finally:
             conn.close()
+            self._fallback = None
 
-    def _next_batch(self) -> tuple[list[_Item], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch: list[_Item] = [first]  # type: ignore[list-item]
-        while len(batch) < MAX_BATCH:
+    def _count(self, writes: int) -> None:
+        self._since_checkpoint += writes
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._checkpoint is None:
+            self._since_checkpoint = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        def checkpoint() -> None:
+            conn = self._connect()
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[Any, Any, Any]]:
-        outcomes: list[tuple[Any, Any, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for write, future in batch:
-                try:
-                    outcomes.append((future, write(conn), None))
-                except sqlite3.Error as exc:
-                    outcomes.append((future, None, exc))
-            conn.execute("COMMIT")
+            await asyncio.to_thread(checkpoint)
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            return [(future, None, exc) for _, future in batch]
-        return outcomes
+            log.warning("WAL checkpoint failed (will retry): %s", exc)
+        finally:
+            self._checkpoint = None
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+class _Busy(Exception):
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def commit(conn: sqlite3.Connection, batch: Batch) -> list[Outcome]:
+    """Run every write of ``batch`` in one transaction. Raise _Busy when the write lock
+    is held elsewhere longer than the connection's busy_timeout (0 on the loop)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _Busy(exc) from None
+        return [(future, None, exc) for _, future in batch]
+    outcomes: list[Outcome] = []
+    for write, future in batch:
+        try:
+            outcomes.append((future, write(conn), None))
+        except sqlite3.Error as exc:
+            outcomes.append((future, None, exc))
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return [(future, None, exc) for _, future in batch]
+    return outcomes
+
+
+def _settle(outcomes: list[Outcome]) -> None:
     for future, result, error in outcomes:
-        if future.cancelled():
+        if future.done():
             continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)
-
-
-def _succeed_start(started: asyncio.Future[None]) -> None:
-    if not started.done():
-        started.set_result(None)
-
-
-def _fail_start(started: asyncio.Future[None], exc: BaseException) -> None:
-    if not started.done():
-        started.set_exception(exc)

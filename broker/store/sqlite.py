@@ -1,10 +1,10 @@
 """The default store: one SQLite file in WAL mode.
 
 Reads run inline on the event loop over their own connection: WAL readers never wait for
-writers, and every read here is an indexed lookup of microseconds. Writes go to one writer
-thread that commits concurrent writes together (group commit), so the present path costs
-one queue hand-off, not a thread hop per statement. Other processes (the CLI) may use the
-same file at the same time.
+writers, and every read here is an indexed lookup of microseconds. Writes are committed
+together at the end of each loop iteration (see group_commit), so the present path costs
+one statement in a shared transaction. Other processes (the CLI) may use the same file
+at the same time; while one holds the write lock, writes wait on a thread instead.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class SqliteStore(Store):
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._reader = self._connect()
-        self._writer = GroupCommitWriter(self._connect, name="sqlite-writer")
+        self._writer = GroupCommitWriter(self._connect)
         try:
             await self._writer.start()
         except (OSError, sqlite3.Error) as exc:
