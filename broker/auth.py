@@ -142,7 +142,10 @@ class Authenticator:
         self._store = store
         self._clock = clock
 
-    async def authenticate(self, secret: str | None, source: IPAddress | None) -> Principal:
+    async def authenticate(
+        self, secret: str | None, source: Callable[[], IPAddress | None]
+    ) -> Principal:
+        """``source`` gives the caller's address; it is asked only for CIDR-bound tokens."""
         if not secret:
             raise UnauthorizedError("send 'Authorization: Bearer <token>'")
         match = _TOKEN_SHAPE.fullmatch(secret)
@@ -154,11 +157,13 @@ class Authenticator:
             raise UnauthorizedError(f"token {record.name!r} was revoked")
         if record.expires_at is not None and record.expires_at <= self._clock():
             raise UnauthorizedError(f"token {record.name!r} has expired")
-        if record.cidrs and not _source_allowed(source, record.cidrs):
-            raise ForbiddenSourceError(
-                f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
-                f"this request came from {source}"
-            )
+        if record.cidrs:
+            address = source()
+            if not _source_allowed(address, record.cidrs):
+                raise ForbiddenSourceError(
+                    f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
+                    f"this request came from {address}"
+                )
         return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
 
 

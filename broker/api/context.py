@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.auth import Authenticator, IPNetwork, Principal, client_address
+from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_address
 from broker.metrics import Metrics
 from broker.service import ChallengeService
 from broker.store import Store
@@ -41,7 +41,9 @@ def bearer_token(request: web.Request) -> str | None:
 
 async def authenticate(request: web.Request) -> Principal:
     ctx = context(request)
-    source = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), ctx.trusted_proxies
-    )
+
+    def source() -> IPAddress | None:
+        forwarded_for = request.headers.get("X-Forwarded-For")
+        return client_address(request.remote, forwarded_for, ctx.trusted_proxies)
+
     return await ctx.authenticator.authenticate(bearer_token(request), source)
