@@ -94,13 +94,7 @@ class ChallengeTarget:
     @classmethod
     def from_domain(cls, domain: str) -> ChallengeTarget:
         """``www.example.com`` or ``*.example.com`` (which challenges at the base name)."""
-        stripped = domain.strip()
-        wildcard = stripped.startswith("*.")
-        body = stripped[2:] if wildcard else stripped
-        if "*" in body:
-            raise InvalidNameError(
-                f"domain {domain!r}: '*' is allowed only as the whole first label ('*.example.com')"
-            )
+        _, body = _split_wildcard(domain, "domain")
         base = normalize_name(body, what="domain")
         if base.startswith(CHALLENGE_LABEL + "."):
             raise InvalidNameError(
@@ -136,14 +130,7 @@ class Scope:
 
     @classmethod
     def parse(cls, pattern: str) -> Scope:
-        text = pattern.strip()
-        below = text.startswith("*.")
-        body = text[2:] if below else text
-        if "*" in body:
-            raise InvalidNameError(
-                f"scope {pattern!r}: '*' is allowed only as the whole first label "
-                "('*.example.com' covers every name below example.com)"
-            )
+        below, body = _split_wildcard(pattern, "scope")
         return cls(base=normalize_name(body, what="scope"), below=below)
 
     def covers(self, base: str) -> bool:
@@ -154,6 +141,18 @@ class Scope:
     def __str__(self) -> str:
         text = self.base[:-1]
         return f"*.{text}" if self.below else text
+
+
+def _split_wildcard(text: str, what: str) -> tuple[bool, str]:
+    """(whether ``text`` starts with the ``*.`` label, the name after it)."""
+    stripped = text.strip()
+    wildcard = stripped.startswith("*.")
+    body = stripped[2:] if wildcard else stripped
+    if "*" in body:
+        raise InvalidNameError(
+            f"{what} {text!r}: '*' is allowed only as the whole first label ('*.example.com')"
+        )
+    return wildcard, body
 
 
 def validate_value(value: str) -> str:

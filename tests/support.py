@@ -37,8 +37,10 @@ def require_binary(name: str) -> str:
     return path
 
 
-def write_settings(tmp_path: Path, extra_toml: str = "", **env: str) -> Settings:
-    """Settings on ephemeral ports with the store and token file under ``tmp_path``."""
+def write_config(tmp_path: Path, extra_toml: str = "", *, state: str = "") -> Path:
+    """A config file on ephemeral loopback ports, with the store and token file in
+    ``tmp_path/state`` (which the broker creates)."""
+    state_dir = tmp_path / state if state else tmp_path
     config = tmp_path / "broker.toml"
     config.write_text(
         f"""
@@ -47,14 +49,19 @@ listen = "127.0.0.1:0"
 [dns]
 listen = ["127.0.0.1:0"]
 [store]
-url = "sqlite:///{tmp_path}/broker.db"
+url = "sqlite:///{state_dir}/broker.db"
 [auth]
-bootstrap_token_file = "{tmp_path}/admin.token"
+bootstrap_token_file = "{state_dir}/admin.token"
 {extra_toml}
 """,
         encoding="utf-8",
     )
-    return load_settings(config, env)
+    return config
+
+
+def write_settings(tmp_path: Path, extra_toml: str = "", **env: str) -> Settings:
+    """Settings on ephemeral ports with the store and token file under ``tmp_path``."""
+    return load_settings(write_config(tmp_path, extra_toml), env)
 
 
 class Running:

@@ -17,26 +17,14 @@ import dns.asyncquery
 import dns.message
 import pytest
 
+from tests.support import write_config as write_support_config
+
 EXE = str(Path(sys.executable).parent / "dns01-broker")
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
 
 
 def write_config(tmp_path: Path) -> Path:
-    path = tmp_path / "broker.toml"
-    path.write_text(
-        f"""
-[http]
-listen = "127.0.0.1:0"
-[dns]
-listen = ["127.0.0.1:0"]
-[store]
-url = "sqlite:///{tmp_path}/var/broker.db"
-[auth]
-bootstrap_token_file = "{tmp_path}/var/admin.token"
-""",
-        encoding="utf-8",
-    )
-    return path
+    return write_support_config(tmp_path, state="var")
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
