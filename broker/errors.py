@@ -138,6 +138,13 @@ class ProviderFailureError(BrokerError):
         self.provider = provider
 
 
+class DnsLookupError(BrokerError):
+    status = 502
+    code = "dns-lookup-failed"
+    title = "A DNS lookup the request needs failed"
+    retryable = True
+
+
 class StoreUnavailableError(BrokerError):
     status = 503
     code = "store-unavailable"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from broker.auth import Principal
 from broker.config import ChallengeSettings
+from broker.delegation import DelegationResolver
 from broker.dnsname import ChallengeTarget, is_subdomain
 from broker.errors import (
     InvalidLeaseError,
@@ -96,8 +97,11 @@ class ChallengeService:
         router: ZoneRouter,
         settings: ChallengeSettings,
         metrics: Metrics,
+        *,
         clock: Callable[[], float] = time.time,
+        delegation: DelegationResolver | None = None,
     ) -> None:
+        self.delegation = delegation
         self.store = store
         self.router = router
         self.settings = settings
@@ -109,26 +113,44 @@ class ChallengeService:
         return self._clock()
 
     async def present(
-        self, principal: Principal, target: ChallengeTarget, value: str, lease: float | None
+        self,
+        principal: Principal,
+        target: ChallengeTarget,
+        value: str,
+        lease: float | None,
+        *,
+        evict_oldest: bool = False,
     ) -> PresentResult:
+        """Add ``value`` for ``target`` (at the end of its CNAME chain). At the per-name
+        cap, ``evict_oldest`` removes the oldest value first (acme-dns semantics) instead
+        of refusing."""
         principal.require_challenge(target.base, target.fqdn)
-        route = self.router.route(target.fqdn)
+        write_at = await self._write_target(target)
+        route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
             id=secrets.token_urlsafe(12),
-            fqdn=target.fqdn,
+            fqdn=write_at,
             value=value,
             zone=route.zone,
             provider=route.provider.name,
             owner=principal.name,
             created_at=now,
             expires_at=now + self._lease(lease),
+            delegated_from=None if write_at == target.fqdn else target.fqdn,
         )
-        async with self._locks.hold(route.provider.name, target.fqdn):
+        async with self._locks.hold(route.provider.name, write_at):
             stored = await self.store.put_challenge(candidate, self.settings.max_values_per_name)
+            if stored is None and evict_oldest:
+                oldest = await self.store.oldest_live(write_at)
+                if oldest is not None:
+                    await self._end(route, oldest, ChallengeState.REMOVED, "eviction")
+                stored = await self.store.put_challenge(
+                    candidate, self.settings.max_values_per_name
+                )
             if stored is None:
                 raise TooManyValuesError(
-                    f"{target.fqdn} already holds {self.settings.max_values_per_name} live "
+                    f"{write_at} already holds {self.settings.max_values_per_name} live "
                     "values (challenges.max_values_per_name): clean up values no longer "
                     "needed, or wait for their leases to end"
                 )
@@ -143,8 +165,9 @@ class ChallengeService:
             self.metrics.live_records.inc()
             self.metrics.challenge_events.labels("presented").inc()
             log.info(
-                "challenge presented id=%s fqdn=%s owner=%s provider=%s expires_in=%.0fs",
+                "challenge presented id=%s fqdn=%s owner=%s provider=%s expires_in=%.0fs%s",
                 record.id, record.fqdn, record.owner, record.provider, record.expires_at - now,
+                f" via={record.delegated_from}" if record.delegated_from else "",
             )  # fmt: skip
         return PresentResult(record, created)
 
@@ -152,16 +175,23 @@ class ChallengeService:
         self, principal: Principal, target: ChallengeTarget, value: str
     ) -> ChallengeRecord | None:
         principal.require_challenge(target.base, target.fqdn)
-        route = self.router.route(target.fqdn)
-        async with self._locks.hold(route.provider.name, target.fqdn):
-            record = await self.store.live_challenge(target.fqdn, value)
+        write_at = await self._write_target(target)
+        route = self.router.route(write_at)
+        async with self._locks.hold(route.provider.name, write_at):
+            record = await self.store.live_challenge(write_at, value)
             if record is None:
                 return None
             return await self._end(route, record, ChallengeState.REMOVED, principal.name)
 
+    async def _write_target(self, target: ChallengeTarget) -> str:
+        if self.delegation is None:
+            return target.fqdn
+        return await self.delegation.target(target.fqdn)
+
     async def get(self, principal: Principal, challenge_id: str) -> ChallengeRecord:
         record = await self.store.challenge(challenge_id)
-        if record is None or not principal.may_challenge(_base_of(record.fqdn)):
+        requested = record.delegated_from if record is not None else None
+        if record is None or not principal.may_challenge(_base_of(requested or record.fqdn)):
             raise NotFoundError(f"no challenge {challenge_id!r} visible to this token")
         return record
 

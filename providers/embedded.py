@@ -113,6 +113,7 @@ class EmbeddedZone:
         self._static: dict[str, dict[int, dns.rrset.RRset]] = {}
         self._txt: dict[str, list[str]] = {}
         self._txt_ttl: dict[str, int] = {}
+        self._reserved: set[str] = set()
         self._owners: set[str] = set()
         self._existing: dict[str, int] = {}
         self._nodes: dict[str, Node] = {}
@@ -183,6 +184,18 @@ class EmbeddedZone:
     def txt_values(self, name: str) -> list[str]:
         return list(self._txt.get(name, ()))
 
+    def reserve(self, name: str) -> None:
+        """Make ``name`` exist with no records (NODATA, not NXDOMAIN), e.g. an acme-dns
+        registration before its first value."""
+        if name not in self._reserved:
+            self._reserved.add(name)
+            self._changed(name)
+
+    def release(self, name: str) -> None:
+        if name in self._reserved:
+            self._reserved.discard(name)
+            self._changed(name)
+
     def _changed(self, key: str) -> None:
         self.serial = (self.serial + 1) & 0xFFFFFFFF
         self._soa = None
@@ -193,7 +206,12 @@ class EmbeddedZone:
             self.on_change()
 
     def _track_owner(self, key: str) -> None:
-        owns = key in self._static or key in self._txt or key == self._origin_key
+        owns = (
+            key in self._static
+            or key in self._txt
+            or key in self._reserved
+            or key == self._origin_key
+        )
         if owns and key not in self._owners:
             self._owners.add(key)
             self._count_existence(key, +1)
@@ -218,7 +236,10 @@ class EmbeddedZone:
         key = _key(name)
         node = self._nodes.get(key)
         if node is None and key in self._owners:
-            node = self._nodes[key] = Node(self._build_rrsets(key))
+            rrsets = self._build_rrsets(key)
+            if not rrsets:
+                return None
+            node = self._nodes[key] = Node(rrsets)
         return node
 
     def _build_rrsets(self, key: str) -> dict[int, dns.rrset.RRset]:

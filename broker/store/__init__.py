@@ -1,3 +1,9 @@
-from broker.store.base import ChallengeRecord, ChallengeState, Store, TokenRecord
+from broker.store.base import (
+    ChallengeRecord,
+    ChallengeState,
+    RegistrationRecord,
+    Store,
+    TokenRecord,
+)
 
-__all__ = ["ChallengeRecord", "ChallengeState", "Store", "TokenRecord"]
+__all__ = ["ChallengeRecord", "ChallengeState", "RegistrationRecord", "Store", "TokenRecord"]

@@ -27,6 +27,8 @@ class ChallengeRecord:
     expires_at: float
     state: ChallengeState = ChallengeState.PRESENT
     ended_at: float | None = None
+    delegated_from: str | None = None
+    """The name asked for, when a CNAME there sent the value to ``fqdn``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,21 @@ class TokenRecord:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRecord:
+    """An acme-dns account: it may write TXT values at ``<subdomain>.<zone>`` only.
+
+    The password is kept as an HMAC (``key_hash``); an account imported from acme-dns
+    carries its bcrypt hash instead until its first successful update."""
+
+    username: str
+    subdomain: str
+    key_hash: str | None
+    allowfrom: tuple[str, ...]
+    created_at: float
+    legacy_bcrypt: str | None = None
 
 
 class Store(ABC):
@@ -110,3 +127,27 @@ class Store(ABC):
     @abstractmethod
     async def purge_ended(self, before: float) -> int:
         """Delete removed/expired records that ended before ``before``; return how many."""
+
+    @abstractmethod
+    async def oldest_live(self, fqdn: str) -> ChallengeRecord | None:
+        """The live record at ``fqdn`` created first."""
+
+    @abstractmethod
+    async def secret(self, name: str, make: str) -> str:
+        """The stored secret called ``name``; stores ``make`` first if there is none."""
+
+    @abstractmethod
+    async def create_registration(self, registration: RegistrationRecord) -> None: ...
+
+    @abstractmethod
+    async def registration(self, username: str) -> RegistrationRecord | None: ...
+
+    @abstractmethod
+    async def list_registrations(self) -> list[RegistrationRecord]: ...
+
+    @abstractmethod
+    async def delete_registration(self, username: str) -> RegistrationRecord | None: ...
+
+    @abstractmethod
+    async def rehash_registration(self, username: str, key_hash: str) -> None:
+        """Replace a registration's password hash (and drop an imported bcrypt hash)."""

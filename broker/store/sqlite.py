@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.errors import ConflictError, StoreUnavailableError
-from broker.store.base import ChallengeRecord, ChallengeState, Store, TokenRecord
+from broker.store.base import (
+    ChallengeRecord,
+    ChallengeState,
+    RegistrationRecord,
+    Store,
+    TokenRecord,
+)
 from broker.store.group_commit import GroupCommitWriter
 
 T = TypeVar("T")
@@ -47,19 +53,34 @@ CREATE TABLE challenges (
     created_at  REAL NOT NULL,
     expires_at  REAL NOT NULL,
     state       TEXT NOT NULL,
-    ended_at    REAL
+    ended_at    REAL,
+    delegated_from TEXT
 );
 CREATE UNIQUE INDEX challenges_live ON challenges (fqdn, value) WHERE state = 'present';
 CREATE INDEX challenges_due ON challenges (expires_at) WHERE state = 'present';
 CREATE INDEX challenges_ended ON challenges (ended_at) WHERE state != 'present';
+CREATE TABLE registrations (
+    username      TEXT PRIMARY KEY,
+    subdomain     TEXT NOT NULL UNIQUE,
+    key_hash      TEXT,
+    legacy_bcrypt TEXT,
+    allowfrom     TEXT NOT NULL,
+    created_at    REAL NOT NULL
+);
+CREATE TABLE secrets (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 """
 
 _CHALLENGE_COLUMNS = (
-    "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at"
+    "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
+    "delegated_from"
 )
+_REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt"
 _TOKEN_COLUMNS = "name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at"  # noqa: S105
 _PUT_CHALLENGE = (
-    f"INSERT INTO challenges ({_CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,? "
+    f"INSERT INTO challenges ({_CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,? "
     "WHERE (SELECT count(*) FROM challenges WHERE fqdn = ? AND state = 'present') < ? "
     "OR EXISTS (SELECT 1 FROM challenges WHERE fqdn = ? AND value = ? AND state = 'present') "
     "ON CONFLICT (fqdn, value) WHERE state = 'present' DO UPDATE SET "
@@ -246,6 +267,58 @@ class SqliteStore(Store):
         sql = "DELETE FROM challenges WHERE state != 'present' AND ended_at < ?"
         return await self._write(lambda conn: conn.execute(sql, (before,)).rowcount)
 
+    async def oldest_live(self, fqdn: str) -> ChallengeRecord | None:
+        row = self._read_one(
+            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE fqdn = ? AND state = 'present' "
+            "ORDER BY created_at LIMIT 1",
+            (fqdn,),
+        )
+        return None if row is None else _challenge(row)
+
+    async def secret(self, name: str, make: str) -> str:
+        row = self._read_one("SELECT value FROM secrets WHERE name = ?", (name,))
+        if row is None:
+            row = await self._write_returning(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value RETURNING value",
+                (name, make),
+            )
+        assert row is not None
+        return str(row[0])
+
+    async def create_registration(self, registration: RegistrationRecord) -> None:
+        sql = f"INSERT INTO registrations ({_REGISTRATION_COLUMNS}) VALUES (?,?,?,?,?,?)"
+        try:
+            await self._write(lambda conn: conn.execute(sql, _registration_row(registration)))
+        except sqlite3.IntegrityError:
+            raise ConflictError(
+                f"registration {registration.username} or subdomain "
+                f"{registration.subdomain} already exists"
+            ) from None
+
+    async def registration(self, username: str) -> RegistrationRecord | None:
+        row = self._read_one(
+            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations WHERE username = ?", (username,)
+        )
+        return None if row is None else _registration(row)
+
+    async def list_registrations(self) -> list[RegistrationRecord]:
+        rows = self._read(
+            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations ORDER BY created_at, username"
+        )
+        return [_registration(row) for row in rows]
+
+    async def delete_registration(self, username: str) -> RegistrationRecord | None:
+        row = await self._write_returning(
+            f"DELETE FROM registrations WHERE username = ? RETURNING {_REGISTRATION_COLUMNS}",
+            (username,),
+        )
+        return None if row is None else _registration(row)
+
+    async def rehash_registration(self, username: str, key_hash: str) -> None:
+        sql = "UPDATE registrations SET key_hash = ?, legacy_bcrypt = NULL WHERE username = ?"
+        await self._write(lambda conn: conn.execute(sql, (key_hash, username)))
+
 
 def _token_row(token: TokenRecord) -> tuple[Any, ...]:
     return (
@@ -288,11 +361,12 @@ def _challenge_row(record: ChallengeRecord) -> tuple[Any, ...]:
         record.expires_at,
         record.state.value,
         record.ended_at,
+        record.delegated_from,
     )
 
 
 def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
-    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at = row
+    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, via = row
     return ChallengeRecord(
         id=id_,
         fqdn=fqdn,
@@ -304,4 +378,28 @@ def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
         expires_at=expires_at,
         state=ChallengeState(state),
         ended_at=ended_at,
+        delegated_from=via,
+    )
+
+
+def _registration_row(registration: RegistrationRecord) -> Row:
+    return (
+        registration.username,
+        registration.subdomain,
+        registration.key_hash,
+        json.dumps(list(registration.allowfrom)),
+        registration.created_at,
+        registration.legacy_bcrypt,
+    )
+
+
+def _registration(row: Row) -> RegistrationRecord:
+    username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt = row
+    return RegistrationRecord(
+        username=username,
+        subdomain=subdomain,
+        key_hash=key_hash,
+        allowfrom=tuple(json.loads(allowfrom)),
+        created_at=created_at,
+        legacy_bcrypt=legacy_bcrypt,
     )

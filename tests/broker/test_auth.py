@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 
@@ -91,6 +92,7 @@ async def test_token_with_a_tampered_secret_is_401(api: Api, running: Running):
 
 async def test_expired_token_is_401(api: Api, running: Running):
     token = await running.token("old", ["*.example.test"], lifetime=0.001)
+    await asyncio.sleep(0.01)
     status, body = await api.call("POST", "/v1/present", token, json=BODY)
     assert (status, body["code"]) == (401, "unauthorized")
     assert "expired" in body["detail"]

@@ -91,7 +91,7 @@ def clock() -> Clock:
 @pytest.fixture
 def service(store: SqliteStore, backend: FlakyBackend, clock: Clock) -> ChallengeService:
     return ChallengeService(
-        store, ZoneRouter({"flaky": backend}), ChallengeSettings(), Metrics(), clock
+        store, ZoneRouter({"flaky": backend}), ChallengeSettings(), Metrics(), clock=clock
     )
 
 
@@ -158,14 +158,14 @@ async def test_expiry_retries_after_a_provider_failure(service, backend, clock):
 async def test_restore_reapplies_live_records_to_a_fresh_backend(store, clock):
     first = FlakyBackend()
     service = ChallengeService(
-        store, ZoneRouter({"f": first}), ChallengeSettings(), Metrics(), clock
+        store, ZoneRouter({"f": first}), ChallengeSettings(), Metrics(), clock=clock
     )
     await service.present(ADMIN, TARGET, "one", None)
     await service.present(ADMIN, TARGET, "two", None)
     await service.cleanup(ADMIN, TARGET, "two")
     fresh = FlakyBackend()
     restarted = ChallengeService(
-        store, ZoneRouter({"f": fresh}), ChallengeSettings(), Metrics(), clock
+        store, ZoneRouter({"f": fresh}), ChallengeSettings(), Metrics(), clock=clock
     )
     assert await restarted.restore() == 1
     assert fresh.values[TARGET.fqdn] == ["one"]

@@ -92,3 +92,18 @@ def test_nameservers_inside_the_zone_get_glue_and_outside_do_not():
     assert set(glue.rrsets) == {dns.rdatatype.A, dns.rdatatype.AAAA}
     assert zone.node(dns.name.from_text("ns.elsewhere.test.")) is None
     assert str(zone.soa()[0].mname) == "ns1.acme.internal."
+
+
+async def test_a_reserved_name_exists_without_records_until_released(provider: EmbeddedProvider):
+    zone = provider.zone_set.find(dns.name.from_text(ZONE))
+    assert zone is not None
+    name = "d420c923-bbd7-4056-ab64-c3ca54c9b3cf.auth.example.test."
+    zone.reserve(name)
+    assert zone.exists(dns.name.from_text(name))
+    assert zone.exists(dns.name.from_text("auth.example.test."))
+    assert zone.node(dns.name.from_text(name)) is None
+    await provider.add_txt(ZONE, name, "value", 60)
+    await provider.remove_txt(ZONE, name, "value")
+    assert zone.exists(dns.name.from_text(name))
+    zone.release(name)
+    assert not zone.exists(dns.name.from_text(name))

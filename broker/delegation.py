@@ -1,0 +1,101 @@
+"""CNAME delegation of challenge names (acme-dns style).
+
+``_acme-challenge.example.org CNAME x.auth.example.test.`` sends the value to the
+target. Names inside the broker's own embedded zones are looked up in memory; names in
+no zone of the broker are looked up in DNS (briefly cached); names in another
+provider's zone are taken as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from broker.dnsname import is_subdomain
+from broker.errors import DnsLookupError, NoZoneError
+from providers.embedded import ZoneSet
+
+MAX_CHAIN = 8
+POSITIVE_CACHE_SECONDS = 30.0
+NEGATIVE_CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 10000
+
+
+class DelegationResolver:
+    def __init__(
+        self,
+        zone_set: ZoneSet,
+        served_zones: Callable[[], Sequence[str]],
+        *,
+        resolvers: Sequence[tuple[str, int]] = (),
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._zone_set = zone_set
+        self._served_zones = served_zones
+        self._resolver = dns.asyncresolver.Resolver(configure=not resolvers)
+        if resolvers:
+            self._resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(host, port) for host, port in resolvers
+            ]
+        self._resolver.lifetime = timeout
+        self._clock = clock
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    async def target(self, fqdn: str) -> str:
+        """Where a value for ``fqdn`` belongs: the end of its CNAME chain, or ``fqdn``."""
+        seen = [fqdn]
+        current = fqdn
+        for _ in range(MAX_CHAIN):
+            following = await self._cname(current)
+            if following is None:
+                return current
+            if following in seen:
+                raise NoZoneError(
+                    f"the CNAME chain from {fqdn} loops ({' -> '.join([*seen, following])})"
+                )
+            seen.append(following)
+            current = following
+        raise NoZoneError(f"the CNAME chain from {fqdn} is longer than {MAX_CHAIN} names")
+
+    async def _cname(self, name: str) -> str | None:
+        wire_name = dns.name.from_text(name)
+        zone = self._zone_set.find(wire_name)
+        if zone is not None:
+            node = zone.node(wire_name)
+            cname = None if node is None else node.rrsets.get(dns.rdatatype.CNAME)
+            return None if cname is None else str(cname[0].target).lower()
+        if any(is_subdomain(name, served) for served in self._served_zones()):
+            return None
+        return await self._lookup(name)
+
+    async def _lookup(self, name: str) -> str | None:
+        cached = self._cache.get(name)
+        now = self._clock()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            answer = await self._resolver.resolve(name, "CNAME", raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return self._remember(name, None, NEGATIVE_CACHE_SECONDS)
+        except (dns.exception.DNSException, OSError) as exc:
+            raise DnsLookupError(
+                f"could not look up a CNAME at {name}: {exc or type(exc).__name__}"
+            ) from None
+        if answer.rrset is None:
+            return self._remember(name, None, NEGATIVE_CACHE_SECONDS)
+        target = str(answer.rrset[0].target).lower()
+        return self._remember(name, target, min(answer.rrset.ttl, POSITIVE_CACHE_SECONDS))
+
+    def _remember(self, name: str, target: str | None, seconds: float) -> str | None:
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[name] = (target, self._clock() + seconds)
+        return target
