@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from broker.dnsname import is_subdomain, normalize_name
 from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
 ENV_PREFIX = "DNS01_BROKER_"
@@ -182,6 +183,36 @@ class ChallengeSettings(_Section):
     history_retention: Duration = 7 * 86400.0
 
 
+class AcmeDnsSettings(_Section):
+    enabled: bool = True
+    zone: str | None = Field(
+        None, description="registrations live at <uuid>.<zone>; default auth.<first embedded zone>"
+    )
+    registration: Literal["open", "cidr", "closed"] = "open"
+    register_from: Annotated[list[IPvAnyNetwork], BeforeValidator(_split_list)] = Field(
+        default_factory=list
+    )
+    hash_key: Secret | None = None
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_name(value, what="acmedns.zone")
+
+
+class HttpreqSettings(_Section):
+    enabled: bool = True
+    base_path: str = ""
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        path = value.rstrip("/")
+        if path and (not path.startswith("/") or "//" in path or "{" in path):
+            raise ValueError("base_path must be empty or a path such as /httpreq")
+        return path
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -199,6 +230,8 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     challenges: ChallengeSettings = Field(default_factory=ChallengeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    acmedns: AcmeDnsSettings = Field(default_factory=AcmeDnsSettings)
+    httpreq: HttpreqSettings = Field(default_factory=HttpreqSettings)
     providers: dict[str, Any] = Field(default_factory=dict)
 
     def provider_settings(self) -> dict[str, ProviderSettings]:
@@ -321,7 +354,48 @@ def _check_consistency(
             )
         if settings.dns.enabled and not settings.dns.listen:
             problems.append(("dns.listen", "give at least one HOST:PORT, or set dns.enabled=false"))
+        problems.extend(_check_acmedns(settings.acmedns, providers))
     return problems
+
+
+def embedded_zone_names(providers: dict[str, Any]) -> list[str]:
+    return [
+        zone
+        for provider in providers.values()
+        if provider.type == "embedded"
+        for zone in provider.zone_names()
+    ]
+
+
+def acmedns_zone(settings: Settings) -> str | None:
+    """The zone acme-dns registrations live in, or None when the face is off."""
+    if not settings.acmedns.enabled:
+        return None
+    if settings.acmedns.zone is not None:
+        return settings.acmedns.zone
+    embedded = embedded_zone_names(settings.providers)
+    return f"auth.{embedded[0]}" if embedded else None
+
+
+def _check_acmedns(acmedns: AcmeDnsSettings, providers: dict[str, Any]) -> list[tuple[str, str]]:
+    if not acmedns.enabled:
+        return []
+    embedded = embedded_zone_names(providers)
+    if acmedns.zone is None and not embedded:
+        return [
+            ("acmedns.enabled", "the acme-dns face needs an embedded zone: add one or disable it")
+        ]
+    if acmedns.zone is not None and not any(is_subdomain(acmedns.zone, z) for z in embedded):
+        return [
+            (
+                "acmedns.zone",
+                f"{acmedns.zone} must lie in a zone of an embedded provider "
+                f"({', '.join(embedded) or 'none configured'})",
+            )
+        ]
+    if acmedns.registration == "cidr" and not acmedns.register_from:
+        return [("acmedns.register_from", 'registration = "cidr" needs at least one CIDR')]
+    return []
 
 
 def zone_owners(settings: Settings) -> dict[str, str]:

@@ -19,9 +19,11 @@ import dns.message
 import dns.rcode
 from aiohttp import web
 
-from broker.api import ApiContext, build_app
+from broker.acmedns import AcmeDnsAccounts
+from broker.api import ApiContext, RegistrationPolicy, build_app
 from broker.auth import Authenticator, issue_token
-from broker.config import Settings
+from broker.config import Settings, acmedns_zone
+from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
 from broker.errors import BrokerError
 from broker.metrics import Metrics
@@ -53,6 +55,8 @@ class Broker:
         self._runner: web.AppRunner | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self.service: ChallengeService | None = None
+        self.delegation: DelegationResolver | None = None
+        self.acmedns: AcmeDnsAccounts | None = None
 
     async def start(self) -> None:
         try:
@@ -67,12 +71,29 @@ class Broker:
             provider = self._make_provider(name, provider_settings)
             await provider.open()
             self.providers[name] = provider
+        router = ZoneRouter(self.providers)
+        self.delegation = DelegationResolver(self.zone_set, router.zones)
         self.service = ChallengeService(
-            self.store, ZoneRouter(self.providers), self.settings.challenges, self.metrics
+            self.store,
+            router,
+            self.settings.challenges,
+            self.metrics,
+            delegation=self.delegation,
         )
         restored = await self.service.restore()
         log.info("restored %d live challenge record(s)", restored)
         await self._bootstrap_admin_token()
+        zone = acmedns_zone(self.settings)
+        if zone is not None:
+            hash_key = self.settings.acmedns.hash_key
+            self.acmedns = AcmeDnsAccounts(
+                self.store,
+                self.service,
+                self.zone_set,
+                zone,
+                hash_key=None if hash_key is None else hash_key.get_secret_value(),
+            )
+            await self.acmedns.open()
         if self.settings.dns.enabled:
             self.dns_server = DnsServer(
                 self.zone_set,
@@ -107,8 +128,17 @@ class Broker:
                 readiness=self.readiness,
                 trusted_proxies=tuple(http.trusted_proxies),
                 max_body_bytes=http.max_body_bytes,
+                acmedns=self.acmedns,
+                registration=RegistrationPolicy(
+                    self.settings.acmedns.registration, tuple(self.settings.acmedns.register_from)
+                ),
+                delegation=self.delegation,
+                httpreq_base=self.settings.httpreq.base_path
+                if self.settings.httpreq.enabled
+                else None,
             )
         )
+        self.http_app = app
         self._runner = web.AppRunner(
             app, access_log=logging.getLogger("aiohttp.access") if http.access_log else None
         )

@@ -56,6 +56,9 @@ class ZoneRouter:
             raise NoZoneError(f"{fqdn} is in no zone this broker serves; its zones are {zones}")
         return Route(self._zones[best], best)
 
+    def zones(self) -> list[str]:
+        return list(self._zones)
+
     def provider(self, name: str) -> DnsProvider | None:
         return next((p for p in self._zones.values() if p.name == name), None)
 

@@ -1,4 +1,12 @@
-from broker.api.app import ROUTES, build_app
-from broker.api.context import ApiContext
+from broker.api.app import ACMEDNS_ROUTES, ROUTES, build_app, httpreq_routes, routes
+from broker.api.context import ApiContext, RegistrationPolicy
 
-__all__ = ["ROUTES", "ApiContext", "build_app"]
+__all__ = [
+    "ACMEDNS_ROUTES",
+    "ROUTES",
+    "ApiContext",
+    "RegistrationPolicy",
+    "build_app",
+    "httpreq_routes",
+    "routes",
+]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.api import health, native, tokens
+from broker.api import health, native, registrations, tokens
+from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
 from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, Handler, observe
 
-ROUTES: tuple[tuple[str, str, Handler], ...] = (
+Route = tuple[str, str, Handler]
+
+ROUTES: tuple[Route, ...] = (
     ("GET", "/healthz", health.healthz),
     ("GET", "/readyz", health.readyz),
     ("GET", "/metrics", health.metrics),
@@ -18,7 +21,31 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),
     ("DELETE", "/v1/tokens/{name}", tokens.revoke_token),
+    ("GET", "/v1/registrations", registrations.list_registrations),
+    ("DELETE", "/v1/registrations/{username}", registrations.delete_registration),
 )
+
+ACMEDNS_ROUTES: tuple[Route, ...] = (
+    ("POST", "/register", acmedns.register),
+    ("POST", "/update", acmedns.update),
+    ("GET", "/health", acmedns.health),
+)
+
+
+def httpreq_routes(base: str) -> tuple[Route, ...]:
+    return (
+        ("POST", f"{base}/present", httpreq.present),
+        ("POST", f"{base}/cleanup", httpreq.cleanup),
+    )
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    table = list(ROUTES)
+    if ctx.acmedns is not None:
+        table.extend(ACMEDNS_ROUTES)
+    if ctx.httpreq_base is not None:
+        table.extend(httpreq_routes(ctx.httpreq_base))
+    return table
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -26,6 +53,6 @@ def build_app(ctx: ApiContext) -> web.Application:
     app[CONTEXT] = ctx
     app[METRICS_KEY] = ctx.metrics
     app[MAX_BODY_KEY] = ctx.max_body_bytes
-    for method, path, handler in ROUTES:
+    for method, path, handler in routes(ctx):
         app.router.add_route(method, path, handler)
     return app

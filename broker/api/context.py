@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
+from broker.acmedns import AcmeDnsAccounts
 from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_address
+from broker.delegation import DelegationResolver
 from broker.metrics import Metrics
 from broker.service import ChallengeService
 from broker.store import Store
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationPolicy:
+    """Who may register acme-dns accounts: anyone, callers from ``cidrs``, or admins."""
+
+    mode: Literal["open", "cidr", "closed"] = "open"
+    cidrs: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +35,10 @@ class ApiContext:
     readiness: ReadinessCheck
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_body_bytes: int = 65536
+    acmedns: AcmeDnsAccounts | None = None
+    registration: RegistrationPolicy = RegistrationPolicy()
+    delegation: DelegationResolver | None = None
+    httpreq_base: str | None = ""
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -39,11 +53,18 @@ def bearer_token(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-async def authenticate(request: web.Request) -> Principal:
-    ctx = context(request)
+def source_address(request: web.Request) -> Callable[[], IPAddress | None]:
+    """The caller's address, resolved on first use (X-Forwarded-For from trusted proxies)."""
 
     def source() -> IPAddress | None:
         forwarded_for = request.headers.get("X-Forwarded-For")
-        return client_address(request.remote, forwarded_for, ctx.trusted_proxies)
+        return client_address(request.remote, forwarded_for, context(request).trusted_proxies)
 
-    return await ctx.authenticator.authenticate(bearer_token(request), source)
+    return source
+
+
+async def authenticate(request: web.Request, secret: str | None = None) -> Principal:
+    """The principal of the bearer token (or of ``secret``, for faces that carry it
+    elsewhere, such as Basic auth)."""
+    token = bearer_token(request) if secret is None else secret
+    return await context(request).authenticator.authenticate(token, source_address(request))

@@ -23,6 +23,7 @@ def challenge_json(record: ChallengeRecord) -> dict[str, Any]:
         "created_at": timestamp(record.created_at),
         "expires_at": timestamp(record.expires_at),
         "ended_at": timestamp(record.ended_at),
+        "delegated_from": record.delegated_from,
     }
 
 

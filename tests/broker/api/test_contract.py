@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from broker.api import ROUTES
+from broker.api import ACMEDNS_ROUTES, ROUTES, httpreq_routes
 from tests.support import Api, OpenApi, Running
 
 
 def test_app_routes_equal_the_spec_paths(openapi: OpenApi):
-    assert {(method, path) for method, path, _ in ROUTES} == openapi.paths()
+    table = (*ROUTES, *ACMEDNS_ROUTES, *httpreq_routes(""))
+    assert {(method, path) for method, path, _ in table} == openapi.paths()
+
+
+async def test_the_running_app_serves_every_spec_path(running: Running, openapi: OpenApi):
+    app_routes = {
+        (route.method, route.resource.canonical)
+        for route in running.broker.http_app.router.routes()
+        if route.resource is not None
+    }
+    assert app_routes == openapi.paths()
 
 
 async def test_health_and_readiness(api: Api):
