@@ -1,0 +1,167 @@
+"""Real peers run on loopback for end-to-end tests: pebble (an RFC 8555 test CA)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import require_binary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command to completion; fail with its output when it fails."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 180)
+    text = out.decode(errors="replace")
+    if process.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {process.returncode}:\n{text}")
+    return text
+
+
+async def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for localhost / 127.0.0.1 it signed."""
+    openssl = require_binary("openssl")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    await run(
+        openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=dns01-broker test CA", cwd=directory,
+    )  # fmt: skip
+    await run(
+        openssl, "req", *ec, "-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost",
+        cwd=directory,
+    )  # fmt: skip
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    await run(
+        openssl, "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "san.ext",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+
+
+@dataclass
+class Pebble:
+    """Debian's pebble, validating DNS-01 against ``dns_server``."""
+
+    directory: Path
+    dns_server: tuple[str, int]
+    eab_keys: dict[str, str] | None = None
+    nonce_reject_percent: int = 0
+    process: asyncio.subprocess.Process | None = None
+    ca_file: Path | None = None
+    port: int = 0
+    management_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    async def start(self) -> None:
+        pebble = require_binary("pebble")
+        self.ca_file, cert, key = await make_tls_files(self.directory)
+        self.port, self.management_port = free_port(), free_port()
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.port}",
+                "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                "certificate": str(cert),
+                "privateKey": str(key),
+                "httpPort": free_port(),
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": self.eab_keys is not None,
+                **({"externalAccountMACKeys": self.eab_keys} if self.eab_keys else {}),
+            }
+        }
+        config_file = self.directory / "pebble.json"
+        config_file.write_text(json.dumps(config))
+        host, dns_port = self.dns_server
+        self.log = (self.directory / "pebble.log").open("wb")
+        self.process = await asyncio.create_subprocess_exec(
+            pebble, "-config", str(config_file), "-dnsserver", f"{host}:{dns_port}",
+            stdout=self.log, stderr=asyncio.subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PEBBLE_VA_NOSLEEP": "1",
+                "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
+                "PEBBLE_AUTHZREUSE": "0",
+            },
+        )  # fmt: skip
+        await self._wait_ready()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        assert self.ca_file is not None
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    async def _wait_ready(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError("pebble exited:\n" + self.output())
+                try:
+                    async with session.get(self.url, ssl=self.ssl_context()) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("pebble did not start:\n" + self.output())
+
+    async def root(self) -> Path:
+        """The root that issues this run's certificates (regenerated at every start)."""
+        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, ssl=self.ssl_context()) as response,
+        ):
+            pem = await response.text()
+        path = self.directory / "root.pem"
+        path.write_text(pem)
+        return path
+
+    def output(self) -> str:
+        path = self.directory / "pebble.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+async def verify_chain(pebble: Pebble, certificate: Path, issuer: Path, names: set[str]) -> None:
+    openssl = require_binary("openssl")
+    root = await pebble.root()
+    verdict = await run(
+        openssl, "verify", "-CAfile", str(root), "-untrusted", str(issuer), str(certificate)
+    )
+    assert verdict.strip().endswith(": OK"), verdict
+    text = await run(openssl, "x509", "-in", str(certificate), "-noout", "-ext", "subjectAltName")
+    sans = {part.strip().removeprefix("DNS:") for part in text.splitlines()[1].split(",")}
+    assert sans == names
