@@ -16,8 +16,9 @@ from broker import logs
 from broker.api.bodies import timestamp
 from broker.api.tokens import token_json
 from broker.auth import issue_token
-from broker.config import ConfigError, Settings, load_settings, parse_duration
+from broker.config import ConfigError, Settings, acmedns_zone, load_settings, parse_duration
 from broker.errors import BrokerError
+from broker.importer import import_accounts, read_accounts
 from broker.runtime import Broker, open_store
 from broker.store import Store
 
@@ -84,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(required=True, metavar="ACTION")
     check = config_commands.add_parser("check", parents=[common], help="validate and exit")
     check.set_defaults(run=_config_check)
+
+    importing = commands.add_parser("import", help="bring accounts over from another system")
+    import_commands = importing.add_subparsers(required=True, metavar="SOURCE")
+    acmedns = import_commands.add_parser(
+        "acme-dns", parents=[common], help="accounts of an acme-dns database"
+    )
+    acmedns.add_argument(
+        "--db", required=True, help="acme-dns SQLite file, or postgres://user:pass@host/db"
+    )
+    acmedns.set_defaults(run=_import_acmedns)
     return parser
 
 
@@ -186,6 +197,28 @@ def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _with_store(settings, revoke)
+
+
+def _import_acmedns(args: argparse.Namespace, settings: Settings) -> int:
+    rows = read_accounts(args.db)
+
+    async def run(store: Store) -> int:
+        report = await import_accounts(store, rows)
+        for username, reason in report.invalid:
+            print(f"skipped {username}: {reason}", file=sys.stderr)
+        print(
+            f"imported {len(report.imported)} acme-dns account(s); "
+            f"{len(report.existing)} already here, {len(report.invalid)} not valid"
+        )
+        zone = acmedns_zone(settings)
+        if report.imported and zone is not None:
+            print(
+                f"their names are now <subdomain>.{zone}; CNAMEs point at the old acme-dns "
+                "domain, so set acmedns.zone to it (or delegate it here)"
+            )
+        return 1 if report.invalid and not report.imported else 0
+
+    return _with_store(settings, run)
 
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:

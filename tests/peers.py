@@ -1,12 +1,14 @@
-"""Real peers run on loopback for end-to-end tests: pebble (an RFC 8555 test CA)."""
+"""Real peers run on loopback for tests: pebble (an RFC 8555 test CA), PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import socket
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +167,51 @@ async def verify_chain(pebble: Pebble, certificate: Path, issuer: Path, names: s
     text = await run(openssl, "x509", "-in", str(certificate), "-noout", "-ext", "subjectAltName")
     sans = {part.strip().removeprefix("DNS:") for part in text.splitlines()[1].split(",")}
     assert sans == names
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else require_binary(name)
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster on a loopback port (run as the postgres user when
+    the tests run as root, since PostgreSQL refuses root)."""
+
+    port: int = 0
+    directory: Path | None = None
+
+    def _as_owner(self, *argv: str) -> tuple[str, ...]:
+        return ("runuser", "-u", "postgres", "--", *argv) if os.geteuid() == 0 else argv
+
+    async def start(self) -> None:
+        initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+        self.directory = Path(tempfile.mkdtemp(prefix="dns01-broker-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        data = self.directory / "data"
+        self.port = free_port()
+        await run(*self._as_owner(initdb, "-D", str(data), "-U", "postgres", "--auth=trust"))
+        await run(
+            *self._as_owner(
+                pg_ctl, "-D", str(data), "-l", str(self.directory / "log"), "-w", "start",
+                "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
+            )
+        )  # fmt: skip
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    async def stop(self) -> None:
+        if self.directory is None:
+            return
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            await run(
+                *self._as_owner(
+                    _postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"
+                )
+            )
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory = None
