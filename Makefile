@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite drives (real peers and servers); installed only as root.
-APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql
+APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql knot bind9
 LINT_PATHS := broker providers tests $(wildcard bench)
 
 .PHONY: run test lint format check-tests install apt clean
