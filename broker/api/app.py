@@ -7,7 +7,7 @@ from aiohttp import web
 from broker.api import health, native, registrations, tokens
 from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
-from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, Handler, observe
+from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, OPERATIONS_KEY, Handler, observe
 
 Route = tuple[str, str, Handler]
 
@@ -48,11 +48,20 @@ def routes(ctx: ApiContext) -> list[Route]:
     return table
 
 
+def operations(ctx: ApiContext) -> dict[str, str]:
+    table = {"/v1/present": "present", "/v1/cleanup": "cleanup", "/update": "present"}
+    if ctx.httpreq_base is not None:
+        table[f"{ctx.httpreq_base}/present"] = "present"
+        table[f"{ctx.httpreq_base}/cleanup"] = "cleanup"
+    return table
+
+
 def build_app(ctx: ApiContext) -> web.Application:
     app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[observe])
     app[CONTEXT] = ctx
     app[METRICS_KEY] = ctx.metrics
     app[MAX_BODY_KEY] = ctx.max_body_bytes
+    app[OPERATIONS_KEY] = operations(ctx)
     for method, path, handler in routes(ctx):
         app.router.add_route(method, path, handler)
     return app

@@ -68,6 +68,8 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> BrokerError:
 
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 METRICS_KEY = web.AppKey("metrics", Metrics)
+OPERATIONS_KEY = web.AppKey("operations", dict[str, str])
+"""Route template -> "present" or "cleanup", for the latency histogram, on every face."""
 
 
 @web.middleware
@@ -83,8 +85,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         template = route.canonical if route is not None else "unmatched"
         metrics = request.app[METRICS_KEY]
         metrics.http_requests.labels(template, request.method, str(status)).inc()
-        if template in ("/v1/present", "/v1/cleanup") and 200 <= status < 300:
-            operation = template.rsplit("/", 1)[1]
+        operation = request.app[OPERATIONS_KEY].get(template)
+        if operation is not None and 200 <= status < 300:
             metrics.operation_seconds.labels(operation).observe(time.perf_counter() - started)
 
 

@@ -42,6 +42,10 @@ async def test_lego_default_mode_presents_and_cleans_up(running: Running):
     status, text = await post(running, "/cleanup", body, headers)
     assert (status, json.loads(text)) == (200, body)
     assert await running.txt("_acme-challenge.example.test") == ("NXDOMAIN", [])
+    _, metrics, _ = await running.call("GET", "/metrics")
+    for operation in ("present", "cleanup"):
+        line = f'dns01_broker_challenge_operation_seconds_count{{operation="{operation}"}} 1.0'
+        assert line in metrics.splitlines()
 
 
 async def test_lego_raw_mode_computes_the_value_from_the_key_authorization(running: Running):
