@@ -64,10 +64,12 @@ class PropagationSettings(BaseModel):
     """How the checker finds nameservers and how it polls them.
 
     Polling: the first check runs at once; the n-th pause is
-    ``min(max_interval, first_interval * backoff ** n)``. A geometric schedule waits
-    ``first_interval + (backoff - 1) * elapsed``, so with the defaults the checker is at
-    most ~5 % of the time already waited (plus 50 ms) late, reaching the 1 s cap after
-    about 19 s. bench/propagation measures the choice (BENCHMARKS.md, "Propagation").
+    ``min(max_interval, first_interval * backoff ** n)``. A geometric schedule pauses
+    ``first_interval + (backoff - 1) * elapsed``, so with the defaults a wait ends at
+    most 50 ms plus 2 % of the time already waited after the last server serves the
+    value, until the 1 s cap (reached after ~47 s). bench/propagation chose the values:
+    with propagation delays up to 10 s, x1.02 keeps the p95 lateness under 250 ms where
+    x1.05 does not (BENCHMARKS.md, "Propagation").
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -86,7 +88,7 @@ class PropagationSettings(BaseModel):
     """One round: discovery plus every server's answer, seconds."""
     first_interval: float = Field(0.05, gt=0)
     max_interval: float = Field(1.0, gt=0)
-    backoff: float = Field(1.05, ge=1.0, le=10.0)
+    backoff: float = Field(1.02, ge=1.0, le=10.0)
     check_resolvers: ServerList = Field(default_factory=list)
     """Recursive resolvers asked (RD=1) once the authoritative servers are ready."""
     cache_size: int = Field(4096, ge=16, le=1_000_000)

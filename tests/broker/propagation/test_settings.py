@@ -34,7 +34,7 @@ def test_defaults_poll_fast_at_first_and_wait_two_minutes() -> None:
     assert settings.nameservers == {}
     assert settings.policy == "all"
     assert (settings.timeout, settings.query_timeout, settings.check_timeout) == (120.0, 1.0, 5.0)
-    assert (settings.first_interval, settings.backoff, settings.max_interval) == (0.05, 1.05, 1.0)
+    assert (settings.first_interval, settings.backoff, settings.max_interval) == (0.05, 1.02, 1.0)
     assert settings.check_resolvers == []
 
 
