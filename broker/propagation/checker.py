@@ -116,11 +116,9 @@ class PropagationChecker:
 
     async def check(self, fqdn: str, value: str) -> PropagationReport:
         """One round, now: every server asked once."""
-        self._check_open()
         since = time.time(), time.monotonic()
-        result = await self._round(fqdn, value, None, self._settings.check_timeout, early=False)
-        ready = result.error is None and self._ready(result.states)
-        resolvers = await self._ask_resolvers(result.name, value) if ready else ()
+        budget = self._settings.check_timeout
+        result, ready, resolvers = await self._full_round(fqdn, value, None, budget, early=False)
         return _report(result, ready, resolvers, since)
 
     async def wait(
@@ -134,7 +132,6 @@ class PropagationChecker:
         """Rounds until ready or ``timeout`` (default ``settings.timeout``) seconds; the
         last report, with error ``deadline passed ...`` when time ran out. A round cut
         short by the deadline keeps what earlier rounds found."""
-        self._check_open()
         limit = self._settings.timeout if timeout is None else timeout
         since = time.time(), time.monotonic()
         deadline = since[1] + limit
@@ -147,9 +144,9 @@ class PropagationChecker:
                 report = _report(result, False, (), since)
                 break
             budget = min(self._settings.check_timeout, remaining)
-            result = await self._round(fqdn, value, result, budget, early=True)
-            ready = result.error is None and self._ready(result.states)
-            resolvers = await self._ask_resolvers(result.name, value) if ready else ()
+            result, ready, resolvers = await self._full_round(
+                fqdn, value, result, budget, early=True
+            )
             report = _report(result, ready, resolvers, since)
             if ready or result.permanent:
                 break
@@ -167,6 +164,23 @@ class PropagationChecker:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the propagation checker is closed")
+
+    async def _full_round(
+        self, fqdn: str, value: str, previous: _Round | None, budget: float, *, early: bool
+    ) -> tuple[_Round, bool, tuple[ResolverState, ...]]:
+        """A round, then the resolvers if it found the value ready. Queries cancelled by
+        ``close()`` end the caller with RuntimeError, not with a stray cancellation."""
+        self._check_open()
+        try:
+            result = await self._round(fqdn, value, previous, budget, early=early)
+            ready = result.error is None and self._ready(result.states)
+            resolvers = await self._ask_resolvers(result.name, value) if ready else ()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                raise RuntimeError("the propagation checker is closed") from None
+            raise
+        return result, ready, resolvers
 
     def _ready(self, states: Mapping[Nameserver, ServerState]) -> bool:
         return is_ready(states.values(), self._settings.policy)

@@ -6,6 +6,8 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
+import dns.exception
+import dns.name
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 DNS_PORT = 53
@@ -44,11 +46,10 @@ def format_server(address: str, port: int) -> str:
 def zone_key(zone: str) -> str:
     """A zone name as the checker compares them: lower case, ending in a dot."""
     name = zone.strip().lower()
-    if not name or name == ".":
-        return "."
-    if ".." in name or name.startswith("."):
-        raise ValueError(f"zone {zone!r} is not a domain name")
-    return name if name.endswith(".") else name + "."
+    try:
+        return dns.name.from_text(name or ".").to_text()
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ValueError(f"zone {zone!r} is not a domain name: {exc}") from None
 
 
 def _split_list(value: object) -> object:

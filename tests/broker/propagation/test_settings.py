@@ -56,7 +56,7 @@ def test_every_problem_in_the_section_is_reported() -> None:
         PropagationSettings.model_validate(
             {
                 "resolvers": ["resolver.example"],
-                "nameservers": {"example.test.": []},
+                "nameservers": {"example.test.": [], "a..b": ["192.0.2.1"]},
                 "policy": "most",
                 "query_timeout": 0,
                 "colour": "blue",
