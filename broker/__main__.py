@@ -17,9 +17,11 @@ from broker.api.bodies import timestamp
 from broker.api.tokens import token_json
 from broker.auth import issue_token
 from broker.config import ConfigError, Settings, acmedns_zone, load_settings, parse_duration
+from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import BrokerError
 from broker.importer import import_accounts, read_accounts
-from broker.runtime import Broker, open_store
+from broker.propagation import PropagationChecker, PropagationReport
+from broker.runtime import Broker, local_nameservers, open_store
 from broker.store import Store
 
 EXIT_CONFIG = 2
@@ -85,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(required=True, metavar="ACTION")
     check = config_commands.add_parser("check", parents=[common], help="validate and exit")
     check.set_defaults(run=_config_check)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="wait until every authoritative nameserver of a name serves a TXT value",
+    )
+    name = check.add_mutually_exclusive_group(required=True)
+    name.add_argument("--fqdn", help="the challenge name, _acme-challenge.www.example.com")
+    name.add_argument("--domain", help="or the certificate name, www.example.com")
+    check.add_argument("--value", required=True)
+    check.add_argument("--timeout", type=float, help="seconds (default propagation.timeout)")
+    check.add_argument("--once", action="store_true", help="one round, no waiting")
+    check.set_defaults(run=_check)
 
     importing = commands.add_parser("import", help="bring accounts over from another system")
     import_commands = importing.add_subparsers(required=True, metavar="SOURCE")
@@ -197,6 +212,50 @@ def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _with_store(settings, revoke)
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    if args.fqdn is not None:
+        target = ChallengeTarget.from_fqdn(args.fqdn)
+    else:
+        target = ChallengeTarget.from_domain(args.domain)
+    value = validate_value(args.value)
+    servers = local_nameservers(settings, settings.dns.addresses if settings.dns.enabled else [])
+
+    async def check() -> int:
+        checker = PropagationChecker(settings.propagation, local_nameservers=servers)
+        try:
+            if args.once:
+                report = await checker.check(target.fqdn, value)
+                _print_round(report)
+            else:
+                report = await checker.wait(
+                    target.fqdn, value, timeout=args.timeout, on_update=_print_round
+                )
+        finally:
+            await checker.close()
+        if report.ready:
+            print(f"ready: every nameserver serves the value ({report.elapsed:.3f} s)")
+            return 0
+        print(f"not ready: {report.error or 'some nameservers lack the value'}")
+        return 1
+
+    return _run(check)
+
+
+def _print_round(report: PropagationReport) -> None:
+    seen = sum(1 for server in report.servers if server.seen)
+    where = f"{report.target} in {report.zone}" if report.zone else report.target
+    print(f"{report.elapsed:8.3f}s  {where}: {seen}/{len(report.servers)} serve the value")
+    for server in report.servers:
+        if server.seen:
+            state = "serves it"
+        elif server.error:
+            state = f"error: {server.error}"
+        else:
+            state = "answers without it" if server.answered else "not asked yet"
+        print(f"           {server.nameserver} {server.address} port {server.port}: {state}")
+    sys.stdout.flush()
 
 
 def _import_acmedns(args: argparse.Namespace, settings: Settings) -> int:

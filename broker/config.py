@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from broker.dnsname import is_subdomain, normalize_name
+from broker.propagation import PropagationSettings
 from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
 ENV_PREFIX = "DNS01_BROKER_"
@@ -232,6 +233,7 @@ class Settings(_Section):
     log: LogSettings = Field(default_factory=LogSettings)
     acmedns: AcmeDnsSettings = Field(default_factory=AcmeDnsSettings)
     httpreq: HttpreqSettings = Field(default_factory=HttpreqSettings)
+    propagation: PropagationSettings = Field(default_factory=PropagationSettings)
     providers: dict[str, Any] = Field(default_factory=dict)
 
     def provider_settings(self) -> dict[str, ProviderSettings]:

@@ -6,9 +6,9 @@ help. Only the HTTP middleware turns these into responses; everything else raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +31,14 @@ class BrokerError(Exception):
         *,
         problems: Sequence[FieldProblem] = (),
         retryable: bool | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.problems = tuple(problems)
         self.is_retryable = type(self).retryable if retryable is None else retryable
+        self.extra = dict(extra or {})
+        """More members of the problem document (RFC 9457 extensions)."""
 
 
 class InvalidRequestError(BrokerError):
@@ -142,6 +145,13 @@ class DnsLookupError(BrokerError):
     status = 502
     code = "dns-lookup-failed"
     title = "A DNS lookup the request needs failed"
+    retryable = True
+
+
+class PropagationTimeoutError(BrokerError):
+    status = 504
+    code = "propagation-timeout"
+    title = "Not every authoritative nameserver serves the value yet"
     retryable = True
 
 

@@ -65,6 +65,18 @@ class Metrics:
             ["event"],
             registry=self.registry,
         )
+        self.propagation_seconds = Histogram(
+            "dns01_broker_propagation_seconds",
+            "From the start of a propagation wait to every authoritative server serving the value",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=self.registry,
+        )
+        self.propagation_checks = Counter(
+            "dns01_broker_propagation_checks",
+            "Propagation waits and checks by outcome (ready, not_ready, timeout, error)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
 from broker.errors import BrokerError
 from broker.metrics import Metrics
+from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
 from broker.service import ChallengeService, ZoneRouter
 from broker.store import Store
 from broker.store.sqlite import SqliteStore
+from broker.watch import PropagationWatch
 from providers import load_provider_type
 from providers.base import DnsProvider
 from providers.embedded import EmbeddedProvider, EmbeddedSettings, ZoneSet
@@ -57,6 +60,8 @@ class Broker:
         self.service: ChallengeService | None = None
         self.delegation: DelegationResolver | None = None
         self.acmedns: AcmeDnsAccounts | None = None
+        self.checker: PropagationChecker | None = None
+        self.watch: PropagationWatch | None = None
 
     async def start(self) -> None:
         try:
@@ -105,6 +110,12 @@ class Broker:
             self.metrics.watch_dns(self.dns_server.query_counts)
             for host, port in self.dns_server.addresses:
                 log.info("DNS listening on %s port %d (UDP and TCP)", host, port)
+        listeners = [] if self.dns_server is None else self.dns_server.addresses
+        self.checker = PropagationChecker(
+            self.settings.propagation,
+            local_nameservers=local_nameservers(self.settings, listeners),
+        )
+        self.watch = PropagationWatch(self.checker, self.metrics)
         await self._start_http()
         reconciler = Reconciler(self.service, self.settings.challenges.reconcile_interval)
         self._reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
@@ -133,6 +144,7 @@ class Broker:
                     self.settings.acmedns.registration, tuple(self.settings.acmedns.register_from)
                 ),
                 delegation=self.delegation,
+                watch=self.watch,
                 httpreq_base=self.settings.httpreq.base_path
                 if self.settings.httpreq.enabled
                 else None,
@@ -156,6 +168,9 @@ class Broker:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.checker is not None:
+            await self.checker.close()
+            self.checker = None
         if self.dns_server is not None:
             await self.dns_server.stop()
             self.dns_server = None
@@ -207,6 +222,32 @@ class Broker:
         write_secret_file(path, issued.secret)
         await self.store.create_token(issued.record)
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
+
+
+def local_nameservers(
+    settings: Settings, listeners: Sequence[tuple[str, int]]
+) -> dict[str, list[tuple[str, int]]]:
+    """For each embedded zone, where its answers can be checked: the DNS listeners, and
+    every configured nameserver address at the listeners' ports."""
+    reachable = [(_reachable(host), port) for host, port in listeners if port]
+    if not reachable:
+        return {}
+    ports = sorted({port for _, port in reachable})
+    servers: dict[str, list[tuple[str, int]]] = {}
+    for provider in settings.providers.values():
+        if not isinstance(provider, EmbeddedSettings):
+            continue
+        for zone in provider.zones:
+            targets = list(reachable)
+            for nameserver in zone.nameservers:
+                targets += [(str(a), port) for a in nameserver.addresses for port in ports]
+            servers[zone.name] = list(dict.fromkeys(targets))
+    return servers
+
+
+def _reachable(host: str) -> str:
+    """A wildcard listener is checked on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
 
 
 def write_secret_file(path: Path, secret: str) -> None:

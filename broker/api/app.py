@@ -18,6 +18,7 @@ ROUTES: tuple[Route, ...] = (
     ("POST", "/v1/present", native.present),
     ("POST", "/v1/cleanup", native.cleanup),
     ("GET", "/v1/challenges/{id}", native.get_challenge),
+    ("GET", "/v1/propagation", native.check_propagation),
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),
     ("DELETE", "/v1/tokens/{name}", tokens.revoke_token),

@@ -32,6 +32,12 @@ class ChallengeBody(StrictBody):
     fqdn: str | None = None
     value: str
     lease: int | None = None
+    wait: bool = False
+    timeout: float | None = None
+
+    def wait_seconds(self) -> float | None:
+        """The propagation deadline asked for (None: the configured default)."""
+        return _deadline(self.timeout, "/timeout")
 
     def target(self) -> ChallengeTarget:
         if (self.domain is None) == (self.fqdn is None):
@@ -85,6 +91,16 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise InvalidRequestError(
             f"the body does not match the schema: {summary}", problems=problems
         ) from None
+
+
+MAX_WAIT_SECONDS = 600.0
+
+
+def _deadline(timeout: float | None, pointer: str) -> float | None:
+    if timeout is not None and not 0 < timeout <= MAX_WAIT_SECONDS:
+        detail = f"timeout must be more than 0 and at most {MAX_WAIT_SECONDS:g} seconds"
+        raise InvalidRequestError(detail, problems=[FieldProblem(pointer, detail)])
+    return timeout
 
 
 def _refuse_constant(name: str) -> None:

@@ -14,6 +14,7 @@ from broker.delegation import DelegationResolver
 from broker.metrics import Metrics
 from broker.service import ChallengeService
 from broker.store import Store
+from broker.watch import PropagationWatch
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -38,6 +39,7 @@ class ApiContext:
     acmedns: AcmeDnsAccounts | None = None
     registration: RegistrationPolicy = RegistrationPolicy()
     delegation: DelegationResolver | None = None
+    watch: PropagationWatch | None = None
     httpreq_base: str | None = ""
 
 

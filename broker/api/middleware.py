@@ -42,6 +42,7 @@ def problem_response(error: BrokerError) -> web.Response:
         body["errors"] = [{"pointer": p.pointer, "detail": p.detail} for p in error.problems]
     if isinstance(error, ProviderFailureError):
         body["provider"] = error.provider
+    body.update(error.extra)
     headers = {"WWW-Authenticate": 'Bearer realm="dns01-broker"'}
     return web.Response(
         status=error.status,

@@ -1,4 +1,5 @@
-"""The native v1 challenge API: present, cleanup, and a record's state."""
+"""The native v1 challenge API: present (optionally waiting for propagation), cleanup,
+a record's state, and a propagation check of any name in scope."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ from aiohttp import web
 
 from broker.api.bodies import ChallengeBody, read_json, timestamp
 from broker.api.context import authenticate, context
+from broker.dnsname import ChallengeTarget, validate_value
+from broker.errors import (
+    FieldProblem,
+    InvalidRequestError,
+    NotFoundError,
+    PropagationTimeoutError,
+)
+from broker.propagation import PropagationReport
 from broker.store import ChallengeRecord
+from broker.watch import PropagationWatch
 
 
-def challenge_json(record: ChallengeRecord) -> dict[str, Any]:
+def challenge_json(
+    record: ChallengeRecord, report: PropagationReport | None = None
+) -> dict[str, Any]:
     return {
         "id": record.id,
         "fqdn": record.fqdn,
@@ -24,19 +36,46 @@ def challenge_json(record: ChallengeRecord) -> dict[str, Any]:
         "expires_at": timestamp(record.expires_at),
         "ended_at": timestamp(record.ended_at),
         "delegated_from": record.delegated_from,
+        "propagation": None if report is None else propagation_json(report),
     }
+
+
+def propagation_json(report: PropagationReport) -> dict[str, Any]:
+    body = report.to_json()
+    body["started_at"] = timestamp(report.started_at)
+    for state in (*body["servers"], *body["resolvers"]):
+        state["checked_at"] = timestamp(state["checked_at"])
+    return body
+
+
+def _watch(request: web.Request) -> PropagationWatch:
+    watch = context(request).watch
+    if watch is None:
+        raise NotFoundError("propagation checks are not running in this broker")
+    return watch
 
 
 async def present(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await read_json(request, ChallengeBody)
     target, value = body.target(), body.checked_value()
+    deadline = body.wait_seconds()
     result = await context(request).service.present(principal, target, value, body.lease)
-    location = f"/v1/challenges/{result.record.id}"
+    report = None
+    if body.wait:
+        report = await _watch(request).wait(result.record, deadline)
+        if not report.ready:
+            raise PropagationTimeoutError(
+                report.error or "the value is not served by every authoritative nameserver",
+                extra={
+                    "challenge": challenge_json(result.record),
+                    "propagation": propagation_json(report),
+                },
+            )
     return web.json_response(
-        challenge_json(result.record),
+        challenge_json(result.record, report),
         status=201 if result.created else 200,
-        headers={"Location": location},
+        headers={"Location": f"/v1/challenges/{result.record.id}"},
     )
 
 
@@ -58,4 +97,25 @@ async def cleanup(request: web.Request) -> web.Response:
 async def get_challenge(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     record = await context(request).service.get(principal, request.match_info["id"])
-    return web.json_response(challenge_json(record))
+    watch = context(request).watch
+    report = None if watch is None else watch.latest(record.id)
+    return web.json_response(challenge_json(record, report))
+
+
+async def check_propagation(request: web.Request) -> web.Response:
+    """GET /v1/propagation?fqdn=...|domain=...&value=...: one round of checks, now."""
+    principal = await authenticate(request)
+    query = request.query
+    if ("fqdn" in query) == ("domain" in query) or "value" not in query:
+        raise InvalidRequestError(
+            "give value and exactly one of fqdn (_acme-challenge.www.example.com) or domain",
+            problems=[FieldProblem("/value", "value and fqdn or domain are required")],
+        )
+    if "fqdn" in query:
+        target = ChallengeTarget.from_fqdn(query["fqdn"])
+    else:
+        target = ChallengeTarget.from_domain(query["domain"])
+    value = validate_value(query["value"])
+    principal.require_challenge(target.base, target.fqdn)
+    report = await _watch(request).check(target.fqdn, value)
+    return web.json_response(propagation_json(report))

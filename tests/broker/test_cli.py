@@ -208,3 +208,24 @@ async def test_json_logs_carry_one_line_per_state_change_and_no_secret(tmp_path,
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     assert "owner=admin" in next(m for m in messages if m.startswith("challenge presented"))
     assert token not in "".join(broker.log)
+
+
+async def test_check_prints_each_server_as_it_goes_and_exits_by_readiness(tmp_path, serve):
+    config = write_config(tmp_path)
+    broker = await start(config, serve)
+    config.write_text(
+        config.read_text().replace(
+            'listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{broker.dns[1]}"]'
+        )
+    )
+    args = ("check", "--config", str(config), "--domain", "*.example.test", "--value", VALUE)
+    code, out, _ = await cli(*args, "--once")
+    assert code == 1
+    assert f"127.0.0.1 port {broker.dns[1]}: answers without it" in out
+    token = (tmp_path / "var" / "admin.token").read_text().strip()
+    assert await present(broker.http, token) == 201
+    code, out, _ = await cli(*args, "--timeout", "10")
+    assert code == 0
+    assert f"127.0.0.1 port {broker.dns[1]}: serves it" in out
+    assert "ready: every nameserver serves the value" in out
+    assert await broker.stop() == 0
