@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from broker import logs
 from broker.api.bodies import timestamp
@@ -21,9 +22,10 @@ from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import BrokerError
 from broker.importer import import_accounts, read_accounts
 from broker.propagation import PropagationChecker, PropagationReport
-from broker.runtime import Broker, local_nameservers, open_store
+from broker.runtime import Broker, inspect_providers, local_nameservers, open_store
 from broker.store import Store
 
+T = TypeVar("T")
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
@@ -127,6 +129,14 @@ def _run(coro_factory: Callable[[], Awaitable[int]]) -> int:
 
 async def _as_coroutine(factory: Callable[[], Awaitable[int]]) -> int:
     return await factory()
+
+
+def _run_value(awaitable: Awaitable[T]) -> T:
+    async def wrap() -> T:
+        return await awaitable
+
+    with asyncio.Runner() as runner:
+        return runner.run(wrap())
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -286,9 +296,13 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     dns_state = ", ".join(settings.dns.listen) if settings.dns.enabled else "disabled"
     print(f"  dns: {dns_state}")
     print(f"  store: sqlite {settings.store.sqlite_path}")
-    for name, provider in settings.provider_settings().items():
-        print(f"  provider {name} ({provider.type}): {', '.join(provider.zone_names())}")
-    return 0
+    failed = 0
+    for report in _run_value(inspect_providers(settings)):
+        zones = ", ".join(report.zones) or "(none)"
+        state = "ok" if report.health["ok"] else f"FAILED: {report.health.get('detail')}"
+        print(f"  provider {report.name} ({report.type}): {zones} [{state}]")
+        failed += not report.health["ok"]
+    return EXIT_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,14 @@ from broker.store import Store
 from broker.store.sqlite import SqliteStore
 from broker.watch import PropagationWatch
 from providers import load_provider_type
-from providers.base import DnsProvider
+from providers.base import DnsProvider, ProviderError
 from providers.embedded import EmbeddedProvider, EmbeddedSettings, ZoneSet
 
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 1.0
+PROVIDER_CHECK_TIMEOUT = 5.0
+PROVIDER_CHECK_TTL = 10.0
 
 
 def open_store(settings: Settings) -> Store:
@@ -61,6 +65,7 @@ class Broker:
         self.delegation: DelegationResolver | None = None
         self.acmedns: AcmeDnsAccounts | None = None
         self.checker: PropagationChecker | None = None
+        self._provider_health = ProviderHealth()
         self.watch: PropagationWatch | None = None
 
     async def start(self) -> None:
@@ -121,11 +126,7 @@ class Broker:
         self._reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
 
     def _make_provider(self, name: str, settings: Any) -> DnsProvider:
-        if isinstance(settings, EmbeddedSettings):
-            return EmbeddedProvider(name, settings, self.zone_set)
-        _, provider_class = load_provider_type(settings.type)
-        provider: DnsProvider = provider_class(name, settings)  # type: ignore[call-arg]
-        return provider
+        return make_provider(name, settings, self.zone_set)
 
     async def _start_http(self) -> None:
         assert self.service is not None
@@ -194,6 +195,8 @@ class Broker:
             checks["store"] = {"ok": False, "detail": str(exc) or "timed out"}
         if self.dns_server is not None:
             checks["dns"] = await self._dns_readiness()
+        for name, provider in self.providers.items():
+            checks[f"provider:{name}"] = await self._provider_health.check(name, provider)
         return checks
 
     async def _dns_readiness(self) -> dict[str, Any]:
@@ -222,6 +225,66 @@ class Broker:
         write_secret_file(path, issued.secret)
         await self.store.create_token(issued.record)
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
+
+
+def make_provider(name: str, settings: Any, zone_set: ZoneSet) -> DnsProvider:
+    if isinstance(settings, EmbeddedSettings):
+        return EmbeddedProvider(name, settings, zone_set)
+    _, provider_class = load_provider_type(settings.type)
+    provider: DnsProvider = provider_class(name, settings)  # type: ignore[call-arg]
+    return provider
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    name: str
+    type: str
+    zones: tuple[str, ...]
+    health: dict[str, Any]
+
+
+async def inspect_providers(settings: Settings) -> list[ProviderReport]:
+    """Open every configured provider, check its credentials and list its zones."""
+    reports = []
+    for name, provider_settings in settings.providers.items():
+        provider = make_provider(name, provider_settings, ZoneSet())
+        try:
+            await asyncio.wait_for(provider.open(), PROVIDER_CHECK_TIMEOUT)
+            health = await check_provider(provider)
+            zones = provider.zones()
+        except (ProviderError, TimeoutError) as exc:
+            health, zones = {"ok": False, "detail": str(exc) or "timed out"}, ()
+        finally:
+            await provider.close()
+        reports.append(ProviderReport(name, provider_settings.type, zones, health))
+    return reports
+
+
+class ProviderHealth:
+    """Provider checks for /readyz, remembered briefly so probes do not hammer the APIs."""
+
+    def __init__(self, ttl: float = PROVIDER_CHECK_TTL) -> None:
+        self._ttl = ttl
+        self._results: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def check(self, name: str, provider: DnsProvider) -> dict[str, Any]:
+        now = time.monotonic()
+        cached = self._results.get(name)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        result = await check_provider(provider)
+        self._results[name] = (now, result)
+        return result
+
+
+async def check_provider(provider: DnsProvider) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(provider.check(), PROVIDER_CHECK_TIMEOUT)
+    except TimeoutError:
+        return {"ok": False, "detail": f"no answer within {PROVIDER_CHECK_TIMEOUT:g} s"}
+    except ProviderError as exc:
+        return {"ok": False, "detail": str(exc)}
+    return {"ok": True}
 
 
 def local_nameservers(
