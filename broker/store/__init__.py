@@ -1,9 +1,21 @@
 from broker.store.base import (
+    AcmeAccountRecord,
+    CertificateOrderRecord,
     ChallengeRecord,
     ChallengeState,
+    OrderState,
     RegistrationRecord,
     Store,
     TokenRecord,
 )
 
-__all__ = ["ChallengeRecord", "ChallengeState", "RegistrationRecord", "Store", "TokenRecord"]
+__all__ = [
+    "AcmeAccountRecord",
+    "CertificateOrderRecord",
+    "ChallengeRecord",
+    "ChallengeState",
+    "OrderState",
+    "RegistrationRecord",
+    "Store",
+    "TokenRecord",
+]

@@ -61,6 +61,39 @@ class RegistrationRecord:
     legacy_bcrypt: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AcmeAccountRecord:
+    """The broker's own ACME account at one CA directory; the key PEM is encrypted."""
+
+    directory: str
+    url: str
+    key_pem: str
+    created_at: float
+
+
+class OrderState(enum.StrEnum):
+    PENDING = "pending"
+    VALID = "valid"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateOrderRecord:
+    """A certificate signing request the broker runs through ACME for a token holder."""
+
+    id: str
+    owner: str
+    names: tuple[str, ...]
+    csr_pem: str
+    directory: str
+    state: OrderState
+    created_at: float
+    updated_at: float
+    fullchain_pem: str | None = None
+    error: str | None = None
+    """JSON: the CA's problem document (or the broker's) when the order failed."""
+
+
 class Store(ABC):
     @abstractmethod
     async def open(self) -> None: ...
@@ -147,6 +180,33 @@ class Store(ABC):
 
     @abstractmethod
     async def delete_registration(self, username: str) -> RegistrationRecord | None: ...
+
+    @abstractmethod
+    async def acme_account(self, directory: str) -> AcmeAccountRecord | None: ...
+
+    @abstractmethod
+    async def put_acme_account(self, account: AcmeAccountRecord) -> AcmeAccountRecord:
+        """Store the account unless one exists for the directory; return the stored one."""
+
+    @abstractmethod
+    async def create_order(self, order: CertificateOrderRecord) -> None: ...
+
+    @abstractmethod
+    async def order(self, order_id: str) -> CertificateOrderRecord | None: ...
+
+    @abstractmethod
+    async def pending_orders(self) -> list[CertificateOrderRecord]: ...
+
+    @abstractmethod
+    async def finish_order(
+        self,
+        order_id: str,
+        state: OrderState,
+        at: float,
+        *,
+        fullchain_pem: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
 
     @abstractmethod
     async def rehash_registration(self, username: str, key_hash: str) -> None:

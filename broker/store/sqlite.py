@@ -9,25 +9,42 @@ at the same time; while one holds the write lock, writes wait on a thread instea
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from broker.errors import ConflictError, StoreUnavailableError
 from broker.store.base import (
+    AcmeAccountRecord,
+    CertificateOrderRecord,
     ChallengeRecord,
     ChallengeState,
+    OrderState,
     RegistrationRecord,
     Store,
     TokenRecord,
 )
 from broker.store.group_commit import GroupCommitWriter
+from broker.store.rows import (
+    ACCOUNT_COLUMNS,
+    CHALLENGE_COLUMNS,
+    ORDER_COLUMNS,
+    REGISTRATION_COLUMNS,
+    TOKEN_COLUMNS,
+    Row,
+    challenge_from_row,
+    challenge_row,
+    order_from_row,
+    order_row,
+    registration_from_row,
+    registration_row,
+    token_from_row,
+    token_row,
+)
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -67,25 +84,39 @@ CREATE TABLE registrations (
     allowfrom     TEXT NOT NULL,
     created_at    REAL NOT NULL
 );
+CREATE TABLE acme_accounts (
+    directory   TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    key_pem     TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE certificate_orders (
+    id            TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    names         TEXT NOT NULL,
+    csr_pem       TEXT NOT NULL,
+    directory     TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    fullchain_pem TEXT,
+    error         TEXT
+);
+CREATE INDEX certificate_orders_pending ON certificate_orders (created_at)
+    WHERE state = 'pending';
 CREATE TABLE secrets (
     name   TEXT PRIMARY KEY,
     value  TEXT NOT NULL
 );
 """
 
-_CHALLENGE_COLUMNS = (
-    "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
-    "delegated_from"
-)
-_REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt"
-_TOKEN_COLUMNS = "name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at"  # noqa: S105
 _PUT_CHALLENGE = (
-    f"INSERT INTO challenges ({_CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,? "
+    f"INSERT INTO challenges ({CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,? "
     "WHERE (SELECT count(*) FROM challenges WHERE fqdn = ? AND state = 'present') < ? "
     "OR EXISTS (SELECT 1 FROM challenges WHERE fqdn = ? AND value = ? AND state = 'present') "
     "ON CONFLICT (fqdn, value) WHERE state = 'present' DO UPDATE SET "
     "expires_at = max(challenges.expires_at, excluded.expires_at) "
-    f"RETURNING {_CHALLENGE_COLUMNS}"
+    f"RETURNING {CHALLENGE_COLUMNS}"
 )
 
 
@@ -174,30 +205,30 @@ class SqliteStore(Store):
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def create_token(self, token: TokenRecord) -> None:
-        sql = f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+        sql = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
         try:
-            await self._write(lambda conn: conn.execute(sql, _token_row(token)))
+            await self._write(lambda conn: conn.execute(sql, token_row(token)))
         except sqlite3.IntegrityError:
             raise ConflictError(
                 f"a token named {token.name!r} already exists: revoke it or choose another name"
             ) from None
 
     async def token_by_key(self, key: str) -> TokenRecord | None:
-        row = self._read_one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE key = ?", (key,))
-        return None if row is None else _token(row)
+        row = self._read_one(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE key = ?", (key,))
+        return None if row is None else token_from_row(row)
 
     async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]:
         where = "" if include_revoked else "WHERE revoked_at IS NULL"
-        rows = self._read(f"SELECT {_TOKEN_COLUMNS} FROM tokens {where} ORDER BY name")
-        return [_token(row) for row in rows]
+        rows = self._read(f"SELECT {TOKEN_COLUMNS} FROM tokens {where} ORDER BY name")
+        return [token_from_row(row) for row in rows]
 
     async def revoke_token(self, name: str, at: float) -> TokenRecord | None:
         row = await self._write_returning(
             f"UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
-            f"RETURNING {_TOKEN_COLUMNS}",
+            f"RETURNING {TOKEN_COLUMNS}",
             (at, name),
         )
-        return None if row is None else _token(row)
+        return None if row is None else token_from_row(row)
 
     async def count_tokens(self) -> int:
         row = self._read_one("SELECT count(*) FROM tokens")
@@ -208,36 +239,36 @@ class SqliteStore(Store):
     ) -> tuple[ChallengeRecord, bool] | None:
         row = await self._write_returning(
             _PUT_CHALLENGE,
-            (*_challenge_row(record), record.fqdn, max_values, record.fqdn, record.value),
+            (*challenge_row(record), record.fqdn, max_values, record.fqdn, record.value),
         )
         if row is None:
             return None
-        stored = _challenge(row)
+        stored = challenge_from_row(row)
         return stored, stored.id == record.id
 
     async def live_challenge(self, fqdn: str, value: str) -> ChallengeRecord | None:
         row = self._read_one(
-            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges "
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges "
             "WHERE fqdn = ? AND value = ? AND state = 'present'",
             (fqdn, value),
         )
-        return None if row is None else _challenge(row)
+        return None if row is None else challenge_from_row(row)
 
     async def challenge(self, challenge_id: str) -> ChallengeRecord | None:
         row = self._read_one(
-            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE id = ?", (challenge_id,)
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?", (challenge_id,)
         )
-        return None if row is None else _challenge(row)
+        return None if row is None else challenge_from_row(row)
 
     async def end_challenge(
         self, challenge_id: str, state: ChallengeState, at: float
     ) -> ChallengeRecord | None:
         row = await self._write_returning(
             "UPDATE challenges SET state = ?, ended_at = ? WHERE id = ? AND state = 'present' "
-            f"RETURNING {_CHALLENGE_COLUMNS}",
+            f"RETURNING {CHALLENGE_COLUMNS}",
             (state.value, at, challenge_id),
         )
-        return None if row is None else _challenge(row)
+        return None if row is None else challenge_from_row(row)
 
     async def delete_challenge(self, challenge_id: str) -> None:
         await self._write(
@@ -246,18 +277,18 @@ class SqliteStore(Store):
 
     async def live_challenges(self) -> list[ChallengeRecord]:
         rows = self._read(
-            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE state = 'present' "
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'present' "
             "ORDER BY created_at"
         )
-        return [_challenge(row) for row in rows]
+        return [challenge_from_row(row) for row in rows]
 
     async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:
         rows = self._read(
-            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges "
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges "
             "WHERE state = 'present' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
             (now, limit),
         )
-        return [_challenge(row) for row in rows]
+        return [challenge_from_row(row) for row in rows]
 
     async def count_live(self) -> int:
         row = self._read_one("SELECT count(*) FROM challenges WHERE state = 'present'")
@@ -269,11 +300,11 @@ class SqliteStore(Store):
 
     async def oldest_live(self, fqdn: str) -> ChallengeRecord | None:
         row = self._read_one(
-            f"SELECT {_CHALLENGE_COLUMNS} FROM challenges WHERE fqdn = ? AND state = 'present' "
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE fqdn = ? AND state = 'present' "
             "ORDER BY created_at LIMIT 1",
             (fqdn,),
         )
-        return None if row is None else _challenge(row)
+        return None if row is None else challenge_from_row(row)
 
     async def secret(self, name: str, make: str) -> str:
         row = self._read_one("SELECT value FROM secrets WHERE name = ?", (name,))
@@ -287,9 +318,9 @@ class SqliteStore(Store):
         return str(row[0])
 
     async def create_registration(self, registration: RegistrationRecord) -> None:
-        sql = f"INSERT INTO registrations ({_REGISTRATION_COLUMNS}) VALUES (?,?,?,?,?,?)"
+        sql = f"INSERT INTO registrations ({REGISTRATION_COLUMNS}) VALUES (?,?,?,?,?,?)"
         try:
-            await self._write(lambda conn: conn.execute(sql, _registration_row(registration)))
+            await self._write(lambda conn: conn.execute(sql, registration_row(registration)))
         except sqlite3.IntegrityError:
             raise ConflictError(
                 f"registration {registration.username} or subdomain "
@@ -298,108 +329,72 @@ class SqliteStore(Store):
 
     async def registration(self, username: str) -> RegistrationRecord | None:
         row = self._read_one(
-            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations WHERE username = ?", (username,)
+            f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE username = ?", (username,)
         )
-        return None if row is None else _registration(row)
+        return None if row is None else registration_from_row(row)
 
     async def list_registrations(self) -> list[RegistrationRecord]:
         rows = self._read(
-            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations ORDER BY created_at, username"
+            f"SELECT {REGISTRATION_COLUMNS} FROM registrations ORDER BY created_at, username"
         )
-        return [_registration(row) for row in rows]
+        return [registration_from_row(row) for row in rows]
 
     async def delete_registration(self, username: str) -> RegistrationRecord | None:
         row = await self._write_returning(
-            f"DELETE FROM registrations WHERE username = ? RETURNING {_REGISTRATION_COLUMNS}",
+            f"DELETE FROM registrations WHERE username = ? RETURNING {REGISTRATION_COLUMNS}",
             (username,),
         )
-        return None if row is None else _registration(row)
+        return None if row is None else registration_from_row(row)
+
+    async def acme_account(self, directory: str) -> AcmeAccountRecord | None:
+        row = self._read_one(
+            f"SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE directory = ?", (directory,)
+        )
+        return None if row is None else AcmeAccountRecord(*row)
+
+    async def put_acme_account(self, account: AcmeAccountRecord) -> AcmeAccountRecord:
+        row = await self._write_returning(
+            f"INSERT INTO acme_accounts ({ACCOUNT_COLUMNS}) VALUES (?,?,?,?) "
+            "ON CONFLICT (directory) DO UPDATE SET directory = directory "
+            f"RETURNING {ACCOUNT_COLUMNS}",
+            (account.directory, account.url, account.key_pem, account.created_at),
+        )
+        assert row is not None
+        return AcmeAccountRecord(*row)
+
+    async def create_order(self, order: CertificateOrderRecord) -> None:
+        sql = f"INSERT INTO certificate_orders ({ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+        await self._write(lambda conn: conn.execute(sql, order_row(order)))
+
+    async def order(self, order_id: str) -> CertificateOrderRecord | None:
+        row = self._read_one(
+            f"SELECT {ORDER_COLUMNS} FROM certificate_orders WHERE id = ?", (order_id,)
+        )
+        return None if row is None else order_from_row(row)
+
+    async def pending_orders(self) -> list[CertificateOrderRecord]:
+        rows = self._read(
+            f"SELECT {ORDER_COLUMNS} FROM certificate_orders WHERE state = 'pending' "
+            "ORDER BY created_at"
+        )
+        return [order_from_row(row) for row in rows]
+
+    async def finish_order(
+        self,
+        order_id: str,
+        state: OrderState,
+        at: float,
+        *,
+        fullchain_pem: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        sql = (
+            "UPDATE certificate_orders SET state = ?, updated_at = ?, fullchain_pem = ?, "
+            "error = ? WHERE id = ?"
+        )
+        params = (state.value, at, fullchain_pem, error, order_id)
+        await self._write(lambda conn: conn.execute(sql, params))
 
     async def rehash_registration(self, username: str, key_hash: str) -> None:
         sql = "UPDATE registrations SET key_hash = ?, legacy_bcrypt = NULL WHERE username = ?"
         await self._write(lambda conn: conn.execute(sql, (key_hash, username)))
-
-
-def _token_row(token: TokenRecord) -> tuple[Any, ...]:
-    return (
-        token.name,
-        token.key,
-        token.digest,
-        json.dumps(list(token.scopes)),
-        json.dumps(list(token.cidrs)),
-        int(token.admin),
-        token.created_at,
-        token.expires_at,
-        token.revoked_at,
-    )
-
-
-def _token(row: tuple[Any, ...]) -> TokenRecord:
-    name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at = row
-    return TokenRecord(
-        name=name,
-        key=key,
-        digest=digest,
-        scopes=tuple(json.loads(scopes)),
-        cidrs=tuple(json.loads(cidrs)),
-        admin=bool(admin),
-        created_at=created_at,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-    )
-
-
-def _challenge_row(record: ChallengeRecord) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.fqdn,
-        record.value,
-        record.zone,
-        record.provider,
-        record.owner,
-        record.created_at,
-        record.expires_at,
-        record.state.value,
-        record.ended_at,
-        record.delegated_from,
-    )
-
-
-def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
-    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, via = row
-    return ChallengeRecord(
-        id=id_,
-        fqdn=fqdn,
-        value=value,
-        zone=zone,
-        provider=provider,
-        owner=owner,
-        created_at=created_at,
-        expires_at=expires_at,
-        state=ChallengeState(state),
-        ended_at=ended_at,
-        delegated_from=via,
-    )
-
-
-def _registration_row(registration: RegistrationRecord) -> Row:
-    return (
-        registration.username,
-        registration.subdomain,
-        registration.key_hash,
-        json.dumps(list(registration.allowfrom)),
-        registration.created_at,
-        registration.legacy_bcrypt,
-    )
-
-
-def _registration(row: Row) -> RegistrationRecord:
-    username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt = row
-    return RegistrationRecord(
-        username=username,
-        subdomain=subdomain,
-        key_hash=key_hash,
-        allowfrom=tuple(json.loads(allowfrom)),
-        created_at=created_at,
-        legacy_bcrypt=legacy_bcrypt,
-    )

@@ -1,0 +1,144 @@
+"""Records as SQL rows and back: the column orders every SQL store shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.store.base import (
+    CertificateOrderRecord,
+    ChallengeRecord,
+    ChallengeState,
+    OrderState,
+    RegistrationRecord,
+    TokenRecord,
+)
+
+Row = tuple[Any, ...]
+
+TOKEN_COLUMNS = "name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at"  # noqa: S105
+CHALLENGE_COLUMNS = (
+    "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
+    "delegated_from"
+)
+REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt"
+ACCOUNT_COLUMNS = "directory, url, key_pem, created_at"
+ORDER_COLUMNS = (
+    "id, owner, names, csr_pem, directory, state, created_at, updated_at, fullchain_pem, error"
+)
+
+
+def token_row(token: TokenRecord) -> tuple[Any, ...]:
+    return (
+        token.name,
+        token.key,
+        token.digest,
+        json.dumps(list(token.scopes)),
+        json.dumps(list(token.cidrs)),
+        int(token.admin),
+        token.created_at,
+        token.expires_at,
+        token.revoked_at,
+    )
+
+
+def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
+    name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at = row
+    return TokenRecord(
+        name=name,
+        key=key,
+        digest=digest,
+        scopes=tuple(json.loads(scopes)),
+        cidrs=tuple(json.loads(cidrs)),
+        admin=bool(admin),
+        created_at=created_at,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+    )
+
+
+def challenge_row(record: ChallengeRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.fqdn,
+        record.value,
+        record.zone,
+        record.provider,
+        record.owner,
+        record.created_at,
+        record.expires_at,
+        record.state.value,
+        record.ended_at,
+        record.delegated_from,
+    )
+
+
+def challenge_from_row(row: tuple[Any, ...]) -> ChallengeRecord:
+    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, via = row
+    return ChallengeRecord(
+        id=id_,
+        fqdn=fqdn,
+        value=value,
+        zone=zone,
+        provider=provider,
+        owner=owner,
+        created_at=created_at,
+        expires_at=expires_at,
+        state=ChallengeState(state),
+        ended_at=ended_at,
+        delegated_from=via,
+    )
+
+
+def order_row(order: CertificateOrderRecord) -> Row:
+    return (
+        order.id,
+        order.owner,
+        json.dumps(list(order.names)),
+        order.csr_pem,
+        order.directory,
+        order.state.value,
+        order.created_at,
+        order.updated_at,
+        order.fullchain_pem,
+        order.error,
+    )
+
+
+def order_from_row(row: Row) -> CertificateOrderRecord:
+    id_, owner, names, csr_pem, directory, state, created, updated, fullchain, error = row
+    return CertificateOrderRecord(
+        id=id_,
+        owner=owner,
+        names=tuple(json.loads(names)),
+        csr_pem=csr_pem,
+        directory=directory,
+        state=OrderState(state),
+        created_at=created,
+        updated_at=updated,
+        fullchain_pem=fullchain,
+        error=error,
+    )
+
+
+def registration_row(registration: RegistrationRecord) -> Row:
+    return (
+        registration.username,
+        registration.subdomain,
+        registration.key_hash,
+        json.dumps(list(registration.allowfrom)),
+        registration.created_at,
+        registration.legacy_bcrypt,
+    )
+
+
+def registration_from_row(row: Row) -> RegistrationRecord:
+    username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt = row
+    return RegistrationRecord(
+        username=username,
+        subdomain=subdomain,
+        key_hash=key_hash,
+        allowfrom=tuple(json.loads(allowfrom)),
+        created_at=created_at,
+        legacy_bcrypt=legacy_bcrypt,
+    )
