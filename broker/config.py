@@ -214,6 +214,32 @@ class HttpreqSettings(_Section):
         return path
 
 
+class AcmeSettings(_Section):
+    """The broker's own ACME client, for POST /v1/certificates and `dns01-broker issue`."""
+
+    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    email: str | None = None
+    eab_kid: str | None = None
+    eab_hmac: Secret | None = None
+    ca_bundle: Path | None = Field(
+        None, description="CA certificates to verify the ACME server's TLS (default: system)"
+    )
+    account_key_passphrase: Secret | None = Field(
+        None, description="encrypts account keys at rest; default: a generated key file"
+    )
+    passphrase_file: Path = Path("var/acme-account.passphrase")
+    key_type: Literal["ec256", "rsa2048", "rsa3072", "rsa4096"] = "ec256"
+    propagation_timeout: Duration = 120.0
+    order_timeout: Duration = 600.0
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("directory must be the CA's directory URL (https://...)")
+        return value
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -234,6 +260,7 @@ class Settings(_Section):
     acmedns: AcmeDnsSettings = Field(default_factory=AcmeDnsSettings)
     httpreq: HttpreqSettings = Field(default_factory=HttpreqSettings)
     propagation: PropagationSettings = Field(default_factory=PropagationSettings)
+    acme: AcmeSettings = Field(default_factory=AcmeSettings)
     providers: dict[str, Any] = Field(default_factory=dict)
 
     def provider_settings(self) -> dict[str, ProviderSettings]:
