@@ -29,6 +29,7 @@ class ProviderType:
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "embedded": ProviderType("providers.embedded", "EmbeddedSettings", "EmbeddedProvider"),
+    "route53": ProviderType("providers.route53", "Route53Settings", "Route53Provider", "route53"),
 }
 
 
