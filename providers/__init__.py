@@ -30,6 +30,7 @@ class ProviderType:
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "embedded": ProviderType("providers.embedded", "EmbeddedSettings", "EmbeddedProvider"),
     "route53": ProviderType("providers.route53", "Route53Settings", "Route53Provider", "route53"),
+    "google": ProviderType("providers.google", "GoogleSettings", "GoogleProvider", "google"),
 }
 
 
