@@ -31,6 +31,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "embedded": ProviderType("providers.embedded", "EmbeddedSettings", "EmbeddedProvider"),
     "route53": ProviderType("providers.route53", "Route53Settings", "Route53Provider", "route53"),
     "google": ProviderType("providers.google", "GoogleSettings", "GoogleProvider", "google"),
+    "rfc2136": ProviderType("providers.rfc2136", "Rfc2136Settings", "Rfc2136Provider"),
 }
 
 
