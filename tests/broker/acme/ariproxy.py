@@ -1,0 +1,106 @@
+"""Debian's pebble 2.4 predates ACME Renewal Information (RFC 9773): its directory has no
+``renewalInfo``. This TLS proxy sits in front of a real pebble, forwards every request
+unchanged, adds ``renewalInfo`` to the directory and answers it, and records the
+payload of every newOrder. pebble builds its URLs (and checks each JWS ``url``) from
+the Host header, so a client pointed at the proxy only ever talks to the proxy."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from broker.acme.jws import b64url_decode
+from tests.peers import Pebble
+
+FORWARDED = ("Content-Type", "Replay-Nonce", "Location", "Retry-After", "Cache-Control")
+
+
+@dataclass
+class AriProxy:
+    pebble: Pebble
+    offer_renewal_info: bool = True
+    window_start: datetime = field(default_factory=lambda: datetime.now(UTC) + timedelta(days=30))
+    window_end: datetime = field(default_factory=lambda: datetime.now(UTC) + timedelta(days=32))
+    retry_after: str | None = "21600"
+    renewal_status: int = 200
+    asked: list[str] = field(default_factory=list)
+    new_orders: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/dir"
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_get("/renewal-info/{id}", self.renewal_info)
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        directory = self.pebble.directory
+        context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.session.close()
+
+    async def renewal_info(self, request: web.Request) -> web.Response:
+        self.asked.append(request.match_info["id"])
+        headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+        if self.renewal_status != 200:
+            problem = {"type": "urn:ietf:params:acme:error:serverInternal", "detail": "ARI down"}
+            return web.json_response(
+                problem,
+                status=self.renewal_status,
+                content_type="application/problem+json",
+                headers=headers,
+            )
+        body = {
+            "suggestedWindow": {
+                "start": self.window_start.isoformat().replace("+00:00", "Z"),
+                "end": self.window_end.isoformat().replace("+00:00", "Z"),
+            },
+            "explanationURL": "https://ca.example.test/why",
+        }
+        return web.json_response(body, headers=headers)
+
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        upstream_url = f"https://127.0.0.1:{self.pebble.port}{request.path_qs}"
+        headers = {"Host": request.host}
+        for name in ("Content-Type", "Accept", "User-Agent"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        async with self.session.request(
+            request.method,
+            upstream_url,
+            data=body or None,
+            headers=headers,
+            ssl=self.pebble.ssl_context(),
+            allow_redirects=False,
+        ) as upstream:
+            data = await upstream.read()
+            answer_headers = [(n, v) for n in FORWARDED for v in upstream.headers.getall(n, [])]
+            answer_headers += [("Link", v) for v in upstream.headers.getall("Link", [])]
+            status = upstream.status
+        if request.path == "/dir" and self.offer_renewal_info:
+            directory = json.loads(data)
+            directory["renewalInfo"] = f"https://{request.host}/renewal-info"
+            data = json.dumps(directory).encode()
+        if request.path == "/order-plz" and request.method == "POST":
+            self.new_orders.append(json.loads(b64url_decode(json.loads(body)["payload"])))
+        return web.Response(status=status, body=data, headers=CIMultiDict(answer_headers))
