@@ -33,6 +33,8 @@ from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
 ENV_PREFIX = "DNS01_BROKER_"
 CONFIG_ENV = "DNS01_BROKER_CONFIG"
+TOKEN_ENV = "DNS01_BROKER_TOKEN"  # noqa: S105 - the variable's name; the CLI's token, not a setting
+NOT_SETTINGS = (CONFIG_ENV, TOKEN_ENV)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -303,7 +305,7 @@ def _apply_env_overrides(
     raw: dict[str, Any], env: Mapping[str, str], problems: list[tuple[str, str]]
 ) -> None:
     for key in sorted(env):
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         parts = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
         if not all(parts):

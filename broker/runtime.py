@@ -25,6 +25,7 @@ from aiohttp import web
 from broker.acmedns import AcmeDnsAccounts
 from broker.api import ApiContext, RegistrationPolicy, build_app
 from broker.auth import Authenticator, issue_token
+from broker.certificates import CertificateService
 from broker.config import Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
@@ -67,6 +68,7 @@ class Broker:
         self.checker: PropagationChecker | None = None
         self._provider_health = ProviderHealth()
         self.watch: PropagationWatch | None = None
+        self.certificates: CertificateService | None = None
 
     async def start(self) -> None:
         try:
@@ -121,6 +123,10 @@ class Broker:
             local_nameservers=local_nameservers(self.settings, listeners),
         )
         self.watch = PropagationWatch(self.checker, self.metrics)
+        self.certificates = CertificateService(
+            self.store, self.service, self.watch, self.settings.acme
+        )
+        await self.certificates.open()
         await self._start_http()
         reconciler = Reconciler(self.service, self.settings.challenges.reconcile_interval)
         self._reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
@@ -146,6 +152,7 @@ class Broker:
                 ),
                 delegation=self.delegation,
                 watch=self.watch,
+                certificates=self.certificates,
                 httpreq_base=self.settings.httpreq.base_path
                 if self.settings.httpreq.enabled
                 else None,
@@ -169,6 +176,9 @@ class Broker:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.certificates is not None:
+            await self.certificates.close()
+            self.certificates = None
         if self.checker is not None:
             await self.checker.close()
             self.checker = None

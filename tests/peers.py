@@ -23,6 +23,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_dns_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise AssertionError("no free port")
+
+
 async def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Run a command to completion; fail with its output when it fails."""
     process = await asyncio.create_subprocess_exec(

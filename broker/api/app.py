@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.api import health, native, registrations, tokens
+from broker.api import certificates, health, native, registrations, tokens
 from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
 from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, OPERATIONS_KEY, Handler, observe
@@ -19,6 +19,8 @@ ROUTES: tuple[Route, ...] = (
     ("POST", "/v1/cleanup", native.cleanup),
     ("GET", "/v1/challenges/{id}", native.get_challenge),
     ("GET", "/v1/propagation", native.check_propagation),
+    ("POST", "/v1/certificates", certificates.submit),
+    ("GET", "/v1/certificates/{id}", certificates.get_order),
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),
     ("DELETE", "/v1/tokens/{name}", tokens.revoke_token),

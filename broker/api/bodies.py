@@ -37,7 +37,7 @@ class ChallengeBody(StrictBody):
 
     def wait_seconds(self) -> float | None:
         """The propagation deadline asked for (None: the configured default)."""
-        return _deadline(self.timeout, "/timeout")
+        return deadline_seconds(self.timeout, "/timeout")
 
     def target(self) -> ChallengeTarget:
         if (self.domain is None) == (self.fqdn is None):
@@ -96,7 +96,8 @@ async def read_json(request: web.Request, model: type[M]) -> M:
 MAX_WAIT_SECONDS = 600.0
 
 
-def _deadline(timeout: float | None, pointer: str) -> float | None:
+def deadline_seconds(timeout: float | None, pointer: str) -> float | None:
+    """A wait the client asked for, in (0, 600] seconds; None when it asked for none."""
     if timeout is not None and not 0 < timeout <= MAX_WAIT_SECONDS:
         detail = f"timeout must be more than 0 and at most {MAX_WAIT_SECONDS:g} seconds"
         raise InvalidRequestError(detail, problems=[FieldProblem(pointer, detail)])

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from broker.acmedns import AcmeDnsAccounts
 from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_address
+from broker.certificates import CertificateService
 from broker.delegation import DelegationResolver
 from broker.metrics import Metrics
 from broker.service import ChallengeService
@@ -40,6 +41,7 @@ class ApiContext:
     registration: RegistrationPolicy = RegistrationPolicy()
     delegation: DelegationResolver | None = None
     watch: PropagationWatch | None = None
+    certificates: CertificateService | None = None
     httpreq_base: str | None = ""
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import dns.name
 import dns.rrset
 
+from tests.peers import free_dns_port
 from tests.support import Api, Running, write_settings
 
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
@@ -74,21 +73,6 @@ async def test_propagation_check_of_any_name_in_scope(api: Api, running: Running
     for bad in ("/v1/propagation?domain=example.test", f"/v1/propagation?value={VALUE}"):
         status, problem = await api.call("GET", bad, token)
         assert status == 400
-
-
-def free_dns_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise AssertionError("no free port")
 
 
 async def test_a_missed_deadline_is_504_with_the_lagging_server_and_the_record_stays(

@@ -1,0 +1,280 @@
+"""POST /v1/certificates: the broker signs a token holder's CSR through ACME with its own
+account, so the holder needs neither a DNS key nor an ACME account, and its private key
+never leaves it.
+
+Every CSR name is checked against the token's scope before any ACME call. Orders run as
+background tasks owned by this service; their state and result are stored. The broker's
+account per CA directory is created on first use; its key is kept encrypted with
+``acme.account_key_passphrase`` (or a generated key file beside the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from broker.acme import (
+    AccountKey,
+    AcmeClient,
+    AcmeError,
+    AcmeProblem,
+    AuthorizationFailedError,
+    ExternalAccountBinding,
+    KeyFormatError,
+    NotPropagatedError,
+    OrderFailedError,
+    PresentedChallenge,
+    SolverError,
+    csr_names,
+    generate_account_key,
+    load_csr,
+    sign_csr,
+    ssl_context,
+)
+from broker.auth import Principal
+from broker.config import AcmeSettings
+from broker.dnsname import ChallengeTarget, Scope
+from broker.errors import BrokerError, FieldProblem, InvalidRequestError, NotFoundError
+from broker.service import ChallengeService
+from broker.store import AcmeAccountRecord, CertificateOrderRecord, OrderState, Store
+from broker.watch import PropagationWatch
+
+log = logging.getLogger(__name__)
+
+MAX_CSR_NAMES = 100
+
+
+class ServiceSolver:
+    """A DnsSolver over this broker's own service: same scopes, leases and propagation
+    checks as the HTTP API."""
+
+    def __init__(
+        self, service: ChallengeService, watch: PropagationWatch | None, principal: Principal
+    ) -> None:
+        self._service = service
+        self._watch = watch
+        self._principal = principal
+        self._records: dict[tuple[str, str], Any] = {}
+
+    async def present(self, domain: str, value: str, /) -> PresentedChallenge:
+        try:
+            result = await self._service.present(
+                self._principal, ChallengeTarget.from_domain(domain), value, None
+            )
+        except BrokerError as exc:
+            raise SolverError(domain, exc.detail, status=exc.status, code=exc.code) from None
+        self._records[(domain, value)] = result.record
+        return PresentedChallenge(domain, value, result.record.fqdn, result.record.id)
+
+    async def wait_propagated(self, handle: PresentedChallenge, seconds: float, /) -> None:
+        record = self._records.get((handle.domain, handle.value))
+        if self._watch is None or record is None:
+            return
+        report = await self._watch.wait(record, seconds)
+        if not report.ready:
+            raise NotPropagatedError(handle.domain, report.error or "not served everywhere yet")
+
+    async def cleanup(self, handle: PresentedChallenge, /) -> None:
+        try:
+            target = ChallengeTarget.from_domain(handle.domain)
+            await self._service.cleanup(self._principal, target, handle.value)
+        except BrokerError as exc:
+            raise SolverError(handle.domain, exc.detail, status=exc.status, code=exc.code) from None
+
+
+class CertificateService:
+    def __init__(
+        self,
+        store: Store,
+        service: ChallengeService,
+        watch: PropagationWatch | None,
+        settings: AcmeSettings,
+    ) -> None:
+        self.store = store
+        self._service = service
+        self._watch = watch
+        self._settings = settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._clients: dict[str, AcmeClient] = {}
+        self._account_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Orders cut short by a restart are marked failed, not resumed with no token."""
+        for order in await self.store.pending_orders():
+            await self.store.finish_order(
+                order.id,
+                OrderState.INVALID,
+                time.time(),
+                error=_problem_json("interrupted", "the broker restarted; submit the CSR again"),
+            )
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    async def submit(self, principal: Principal, csr_pem: str) -> CertificateOrderRecord:
+        try:
+            csr = load_csr(csr_pem)
+        except KeyFormatError as exc:
+            raise InvalidRequestError(str(exc), problems=[FieldProblem("/csr", str(exc))]) from None
+        names = csr_names(csr)
+        if not names or len(names) > MAX_CSR_NAMES:
+            detail = f"the CSR must name 1 to {MAX_CSR_NAMES} DNS names"
+            raise InvalidRequestError(detail, problems=[FieldProblem("/csr", detail)])
+        for name in names:
+            target = ChallengeTarget.from_domain(name)
+            principal.require_challenge(target.base, target.fqdn)
+        now = time.time()
+        order = CertificateOrderRecord(
+            id=secrets.token_urlsafe(12),
+            owner=principal.name,
+            names=tuple(names),
+            csr_pem=csr_pem,
+            directory=self._settings.directory,
+            state=OrderState.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_order(order)
+        task = asyncio.create_task(self._run(order, csr, principal), name=f"order-{order.id}")
+        self._tasks[order.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(order.id, None))
+        log.info("certificate order submitted id=%s names=%s owner=%s", order.id,
+                 ",".join(names), principal.name)  # fmt: skip
+        return order
+
+    async def get(self, principal: Principal, order_id: str) -> CertificateOrderRecord:
+        order = await self.store.order(order_id)
+        if order is None or not (principal.admin or order.owner == principal.name):
+            raise NotFoundError(f"no certificate order {order_id!r} visible to this token")
+        return order
+
+    async def wait(self, order_id: str, seconds: float) -> None:
+        task = self._tasks.get(order_id)
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), seconds)
+
+    async def _run(
+        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest, owner: Principal
+    ) -> None:
+        principal = Principal(
+            name=owner.name,
+            scopes=tuple(Scope(ChallengeTarget.from_domain(n).base, False) for n in order.names),
+            admin=False,
+        )
+        solver = ServiceSolver(self._service, self._watch, principal)
+        try:
+            client = await self._client(order.directory)
+            signed = await asyncio.wait_for(
+                sign_csr(
+                    client, csr, solver, propagation_timeout=self._settings.propagation_timeout
+                ),
+                self._settings.order_timeout,
+            )
+        except (AcmeError, TimeoutError, OSError) as exc:
+            log.warning("certificate order failed id=%s: %s", order.id, exc)
+            await self.store.finish_order(
+                order.id, OrderState.INVALID, time.time(), error=_error_json(exc)
+            )
+            return
+        await self.store.finish_order(
+            order.id, OrderState.VALID, time.time(), fullchain_pem=signed.fullchain_pem
+        )
+        log.info("certificate order valid id=%s issuer=%s", order.id, signed.issuer)
+
+    async def _client(self, directory: str) -> AcmeClient:
+        async with self._account_lock:
+            client = self._clients.get(directory)
+            if client is not None:
+                return client
+            passphrase = self._passphrase()
+            stored = await self.store.acme_account(directory)
+            tls = ssl_context(self._settings.ca_bundle)
+            if stored is not None:
+                key = AccountKey.from_pem(stored.key_pem.encode(), passphrase)
+                client = AcmeClient(directory, key, account_url=stored.url, ssl=tls)
+            else:
+                client = await self._new_account(directory, passphrase, tls)
+            self._clients[directory] = client
+            return client
+
+    async def _new_account(self, directory: str, passphrase: bytes, tls: Any) -> AcmeClient:
+        key = generate_account_key()
+        client = AcmeClient(directory, key, ssl=tls)
+        eab = None
+        if self._settings.eab_kid and self._settings.eab_hmac is not None:
+            eab = ExternalAccountBinding(
+                self._settings.eab_kid, self._settings.eab_hmac.get_secret_value()
+            )
+        contact = (f"mailto:{self._settings.email}",) if self._settings.email else ()
+        try:
+            account = await client.new_account(contact=contact, eab=eab)
+        except BaseException:
+            await client.close()
+            raise
+        record = AcmeAccountRecord(
+            directory, account.url, key.to_pem(passphrase).decode(), time.time()
+        )
+        await self.store.put_acme_account(record)
+        log.info("ACME account created at %s", directory)
+        return client
+
+    def _passphrase(self) -> bytes:
+        configured = self._settings.account_key_passphrase
+        if configured is not None:
+            return configured.get_secret_value().encode()
+        return read_or_create_secret(self._settings.passphrase_file)
+
+
+def read_or_create_secret(path: Path) -> bytes:
+    """A random secret kept in ``path`` (mode 0600), made on first use."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secret + b"\n")
+    return secret
+
+
+def _problem_json(code: str, detail: str, **extra: Any) -> str:
+    return json.dumps({"type": f"urn:dns01-broker:problem:{code}", "detail": detail, **extra})
+
+
+def _error_json(exc: BaseException) -> str:
+    problem = exc.problem if isinstance(exc, AuthorizationFailedError | OrderFailedError) else exc
+    if isinstance(problem, AcmeProblem):
+        document: dict[str, Any] = {"type": problem.type, "detail": problem.detail}
+        if problem.status is not None:
+            document["status"] = problem.status
+        if problem.subproblems:
+            document["subproblems"] = [
+                {"type": sub.type, "detail": sub.detail, "identifier": sub.identifier}
+                for sub in problem.subproblems
+            ]
+        return json.dumps(document)
+    if isinstance(exc, TimeoutError):
+        return _problem_json("acme-timeout", str(exc) or "the order took too long")
+    return _problem_json("acme-failed", str(exc))

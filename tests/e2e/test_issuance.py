@@ -1,0 +1,226 @@
+"""The broker's own ACME client against pebble: `dns01-broker issue / renew / revoke`
+(local broker and remote with a scoped token) and POST /v1/certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from broker.config import load_settings
+from tests.peers import Pebble, free_dns_port, free_port, verify_chain
+from tests.support import Api, Running, write_config
+
+pytestmark = pytest.mark.timeout(240)
+EXE = str(Path(sys.executable).parent / "dns01-broker")
+
+
+class World:
+    """pebble validating against a broker started from ``config`` (explicit ports, so
+    the CLI reading the same config finds the broker)."""
+
+    def __init__(self, config: Path, pebble: Pebble, running: Running) -> None:
+        self.config = config
+        self.pebble = pebble
+        self.running = running
+
+    async def cli(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            EXE, *args, "--config", str(self.config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 180)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def world(start_broker, tmp_path: Path) -> AsyncIterator[World]:
+    dns_port, http_port = free_dns_port(), free_port()
+    (tmp_path / "pebble").mkdir()
+    pebble = Pebble(tmp_path / "pebble", ("127.0.0.1", dns_port))
+    await pebble.start()
+    try:
+        config = write_config(
+            tmp_path,
+            f'[acme]\ndirectory = "{pebble.url}"\nca_bundle = "{pebble.ca_file}"\n'
+            f'passphrase_file = "{tmp_path}/acme.passphrase"\n',
+        )
+        text = config.read_text()
+        text = text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{http_port}"')
+        text = text.replace('listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{dns_port}"]')
+        config.write_text(text)
+        running = await start_broker(load_settings(config, {}))
+        yield World(config, pebble, running)
+    finally:
+        await pebble.stop()
+
+
+def issue_args(world: World, out: Path, *names: str) -> list[str]:
+    args = ["issue", "--out", str(out), "--ca-bundle", str(world.pebble.ca_file)]
+    for name in names:
+        args += ["-d", name]
+    return [*args, "--directory", world.pebble.url]
+
+
+async def test_cli_issues_wildcard_and_apex_through_the_local_broker(world: World, tmp_path):
+    out = tmp_path / "cert"
+    code, stdout, stderr = await world.cli(
+        *issue_args(world, out, "example.test", "*.example.test")
+    )
+    assert code == 0, stderr
+    for step in ("order-created", "presenting", "propagated", "challenge-answered", "finalizing"):
+        assert step in stdout
+    assert stat.S_IMODE((out / "privkey.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "account.json").stat().st_mode) == 0o600
+    assert (out / "fullchain.pem").read_text() == (out / "cert.pem").read_text() + (
+        out / "chain.pem"
+    ).read_text()
+    await verify_chain(
+        world.pebble, out / "cert.pem", out / "chain.pem", {"example.test", "*.example.test"}
+    )
+    assert await world.running.broker.store.live_challenges() == []
+    assert await world.running.txt("_acme-challenge.example.test") == ("NXDOMAIN", [])
+
+
+async def test_cli_remote_mode_needs_only_a_scoped_token(world: World, tmp_path):
+    token = await world.running.token("web1", ["app.example.test"])
+    remote = ["--server", world.running.url]
+    out = tmp_path / "app"
+    code, _, stderr = await world.cli(
+        *issue_args(world, out, "app.example.test"), *remote, env={"DNS01_BROKER_TOKEN": token}
+    )
+    assert code == 0, stderr
+    await verify_chain(world.pebble, out / "cert.pem", out / "chain.pem", {"app.example.test"})
+    code, _, stderr = await world.cli(
+        *issue_args(world, tmp_path / "other", "www.example.test"), *remote, "--token", token
+    )
+    assert code == 1
+    assert "forbidden-name" in stderr or "may not write" in stderr
+    assert await world.running.broker.store.live_challenges() == []
+
+
+async def test_renew_when_due_or_forced_then_deploy_and_revoke(world: World, tmp_path):
+    out = tmp_path / "cert"
+    code, _, stderr = await world.cli(*issue_args(world, out, "example.test"))
+    assert code == 0, stderr
+    first = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    code, stdout, _ = await world.cli("renew", "--out", str(out))
+    assert (code, "not due" in stdout) == (0, True)
+    marker = tmp_path / "deployed"
+    code, stdout, stderr = await world.cli(
+        "renew",
+        "--out",
+        str(out),
+        "--force",
+        "--deploy-hook",
+        f'echo "$RENEWED_LINEAGE" > {marker}',
+    )
+    assert code == 0, stderr
+    second = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    assert second.serial_number != first.serial_number
+    assert marker.read_text().strip() == str(out)
+    code, _, stderr = await world.cli("revoke", "--out", str(out), "--reason", "4")
+    assert code == 0, stderr
+    code, _, stderr = await world.cli("revoke", "--out", str(out))
+    assert code == 1
+    assert "alreadyRevoked" in stderr
+
+
+def make_csr(*names: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_v1_certificates_signs_a_csr_without_seeing_its_key(world: World, tmp_path, openapi):
+    api = Api(world.running, openapi)
+    token = await world.running.token("web1", ["example.test"])
+    csr = make_csr("example.test", "*.example.test")
+    status, order = await api.call(
+        "POST", "/v1/certificates", token, json={"csr": csr, "wait": True, "timeout": 60}
+    )
+    assert status == 200, order
+    assert order["state"] == "valid"
+    assert order["names"] == ["example.test", "*.example.test"]
+    chain = x509.load_pem_x509_certificates(order["fullchain_pem"].encode())
+    (tmp_path / "leaf.pem").write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "chain.pem").write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain[1:])
+    )
+    await verify_chain(
+        world.pebble,
+        tmp_path / "leaf.pem",
+        tmp_path / "chain.pem",
+        {"example.test", "*.example.test"},
+    )
+    path = f"/v1/certificates/{order['id']}"
+    status, seen = await api.call("GET", path, token, template="/v1/certificates/{id}")
+    assert (status, seen["state"]) == (200, "valid")
+    other = await world.running.token("web2", ["www.example.test"])
+    status, _ = await api.call("GET", path, other, template="/v1/certificates/{id}")
+    assert status == 404
+    account = await world.running.broker.store.acme_account(world.pebble.url)
+    assert account is not None
+    assert "ENCRYPTED" in account.key_pem
+
+
+async def test_v1_certificates_without_wait_is_202_then_valid(world: World, openapi):
+    api = Api(world.running, openapi)
+    token = await world.running.token("web1", ["app.example.test"])
+    status, order = await api.call(
+        "POST", "/v1/certificates", token, json={"csr": make_csr("app.example.test")}
+    )
+    assert (status, order["state"]) == (202, "pending")
+    for _ in range(200):
+        _, order = await api.call(
+            "GET", f"/v1/certificates/{order['id']}", token, template="/v1/certificates/{id}"
+        )
+        if order["state"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert order["state"] == "valid"
+
+
+async def test_v1_certificates_refuses_names_outside_the_scope_before_any_acme_call(
+    start_broker, tmp_path, openapi
+):
+    closed = free_port()
+    config = write_config(tmp_path, f'[acme]\ndirectory = "https://127.0.0.1:{closed}/dir"\n')
+    running = await start_broker(load_settings(config, {}))
+    api = Api(running, openapi)
+    token = await running.token("web1", ["app.example.test"])
+    status, problem = await api.call(
+        "POST",
+        "/v1/certificates",
+        token,
+        json={"csr": make_csr("app.example.test", "www.example.test")},
+    )
+    assert (status, problem["code"]) == (403, "forbidden-name")
+    status, problem = await api.call("POST", "/v1/certificates", token, json={"csr": "not a csr"})
+    assert (status, problem["code"]) == (400, "invalid-request")
+    status, order = await api.call(
+        "POST",
+        "/v1/certificates",
+        token,
+        json={"csr": make_csr("app.example.test"), "wait": True, "timeout": 20},
+    )
+    assert (status, order["state"]) == (200, "invalid")
+    assert order["error"]["detail"]
