@@ -29,7 +29,7 @@ from broker.certificates import CertificateService
 from broker.config import Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ProviderFailureError
 from broker.metrics import Metrics
 from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 1.0
 PROVIDER_CHECK_TIMEOUT = 5.0
-PROVIDER_CHECK_TTL = 10.0
+PROVIDER_CHECK_TTL = 30.0
 
 
 def open_store(settings: Settings) -> Store:
@@ -81,7 +81,15 @@ class Broker:
         await self.store.open()
         for name, provider_settings in self.settings.provider_settings().items():
             provider = self._make_provider(name, provider_settings)
-            await provider.open()
+            try:
+                await provider.open()
+            except ProviderError as exc:
+                await provider.close()
+                raise ProviderFailureError(
+                    f"provider {name!r} could not start: {exc}",
+                    provider=name,
+                    retryable=exc.retryable,
+                ) from exc
             self.providers[name] = provider
         router = ZoneRouter(self.providers)
         self.delegation = DelegationResolver(self.zone_set, router.zones)

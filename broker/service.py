@@ -29,7 +29,7 @@ from broker.errors import (
 )
 from broker.metrics import Metrics
 from broker.store import ChallengeRecord, ChallengeState, Store
-from providers.base import DnsProvider, ProviderError
+from providers.base import Change, DnsProvider, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,12 @@ class ChallengeService:
                 )
             record, created = stored
             try:
-                await self._provider_add(route, record)
+                change = await self._provider_add(route, record)
             except ProviderFailureError:
                 if created:
                     await self.store.delete_challenge(record.id)
                 raise
+        await self._wait_applied(route, change)
         if created:
             self.metrics.live_records.inc()
             self.metrics.challenge_events.labels("presented").inc()
@@ -221,7 +222,8 @@ class ChallengeService:
         records = await self.store.live_challenges()
         for record in records:
             try:
-                await self._provider_add(Route(self._provider_of(record), record.zone), record)
+                route = Route(self._provider_of(record), record.zone)
+                await self._wait_applied(route, await self._provider_add(route, record))
             except ProviderFailureError as exc:
                 log.error("cannot restore challenge id=%s: %s", record.id, exc.detail)
         self.metrics.live_records.set(len(records))
@@ -247,11 +249,19 @@ class ChallengeService:
             )  # fmt: skip
         return ended
 
-    async def _provider_add(self, route: Route, record: ChallengeRecord) -> None:
+    async def _provider_add(self, route: Route, record: ChallengeRecord) -> Change | None:
         try:
-            change = await route.provider.add_txt(
+            return await route.provider.add_txt(
                 record.zone, record.fqdn, record.value, self.settings.txt_ttl
             )
+        except ProviderError as exc:
+            raise _provider_failure(route.provider, exc) from exc
+
+    async def _wait_applied(self, route: Route, change: Change | None) -> None:
+        """Outside the RRset lock: a backend such as Route53 takes a minute to sync, and
+        the other value of a wildcard + apex pair must not queue behind it. The record
+        stays when the wait fails: the change was accepted and is on its way."""
+        try:
             await route.provider.wait_applied(change)
         except ProviderError as exc:
             raise _provider_failure(route.provider, exc) from exc

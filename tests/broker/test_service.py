@@ -184,3 +184,35 @@ async def test_scoped_principal_is_checked_before_anything_is_written(service, s
     with pytest.raises(Exception, match="may not write"):
         await service.present(principal, TARGET, "one", None)
     assert await store.live_challenges() == []
+
+
+class SlowSync(FlakyBackend):
+    """A backend that accepts changes at once and applies them later (Route53's INSYNC)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = asyncio.Event()
+
+    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
+        await super().add_txt(zone, name, value, ttl)
+        return Change(self.name, value)
+
+    async def wait_applied(self, change: Change | None) -> None:
+        self.log.append(("waiting", change.id if change else ""))
+        await self.applied.wait()
+
+
+async def test_waiting_for_a_change_to_apply_does_not_hold_the_rrset(store, clock):
+    backend = SlowSync()
+    service = ChallengeService(
+        store, ZoneRouter({"slow": backend}), ChallengeSettings(), Metrics(), clock=clock
+    )
+    apex = asyncio.create_task(service.present(ADMIN, TARGET, "apex", None))
+    wildcard = asyncio.create_task(service.present(ADMIN, TARGET, "wildcard", None))
+    for _ in range(100):
+        if len([entry for entry in backend.log if entry[0] == "waiting"]) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(backend.values[TARGET.fqdn]) == ["apex", "wildcard"]
+    backend.applied.set()
+    await asyncio.gather(apex, wildcard)
