@@ -30,7 +30,7 @@ from google.auth.credentials import Credentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import dns  # type: ignore[import-untyped]
 from google.oauth2 import service_account
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from broker.config import Duration, Secret
 from broker.dnsname import normalize_name
@@ -46,6 +46,7 @@ from providers.base import (
     ZoneNotFoundError,
 )
 from providers.batching import ChangeBatcher, SharedWaits, TxtEdit, by_name, last_ttl, merge_values
+from providers.settings import CloudApiSettings
 from providers.txt import parse_txt, quote_txt
 
 log = logging.getLogger(__name__)
@@ -58,33 +59,16 @@ CREDENTIAL_TYPES = ("service_account", "authorized_user")
 RATE_LIMITED = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 
-class GoogleSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class GoogleSettings(CloudApiSettings):
     type: Literal["google"]
     project: str | None = None
     """Project id; default: the one named by the credentials."""
     credentials: Secret | None = None
     """A service account's key JSON (or an authorized_user JSON); default: application
     default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server)."""
-    zones: list[str] = Field(default_factory=list)
-    """Zone DNS names to serve; empty: every managed zone of the project, at open()."""
     api_endpoint: str | None = None
     """Cloud DNS endpoint (tests: a local fake)."""
-    private_zones: bool = True
-    timeout: Duration = Field(10.0, le=300)
-    """Timeout of each API call (and of a token refresh)."""
-    max_attempts: int = Field(6, ge=1, le=20)
-    """Tries of a call throttled (429) or of a change conflicting with another (409/412)."""
-    backoff: Duration = Field(0.5, le=60)
     poll_interval: Duration = Field(2.0, le=300)
-    apply_timeout: Duration = 300.0
-    """How long wait_applied waits for the change to be done."""
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, zones: list[str]) -> list[str]:
-        return list(dict.fromkeys(normalize_name(zone, what="zone name") for zone in zones))
 
     @field_validator("credentials")
     @classmethod
@@ -101,9 +85,6 @@ class GoogleSettings(BaseModel):
                 "(other kinds through application default credentials)"
             )
         return value
-
-    def zone_names(self) -> tuple[str, ...]:
-        return tuple(self.zones)
 
 
 class ChangeConflictError(ProviderUnavailableError):

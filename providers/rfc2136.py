@@ -30,10 +30,9 @@ import dns.rdtypes.ANY.TXT
 import dns.resolver
 import dns.tsig
 import dns.update
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from broker.config import Duration, Secret
-from broker.dnsname import normalize_name
 from broker.propagation.settings import format_server, parse_server
 from providers.base import (
     Capabilities,
@@ -46,6 +45,7 @@ from providers.base import (
     ZoneNotFoundError,
 )
 from providers.batching import ChangeBatcher, TxtEdit
+from providers.settings import ProviderSettingsModel
 from providers.txt import MAX_STRING_OCTETS
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ TsigAlgorithm = Literal[
 Address = tuple[str, int]
 
 
-class Rfc2136Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class Rfc2136Settings(ProviderSettingsModel):
     type: Literal["rfc2136"]
     zones: list[str] = Field(min_length=1)
     server: str | None = None
@@ -73,11 +71,6 @@ class Rfc2136Settings(BaseModel):
     tsig_algorithm: TsigAlgorithm = "hmac-sha256"
     timeout: Duration = Field(5.0, le=120)
     """Timeout of each UPDATE or query (and of the MNAME lookup)."""
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, zones: list[str]) -> list[str]:
-        return list(dict.fromkeys(normalize_name(zone, what="zone name") for zone in zones))
 
     @field_validator("server")
     @classmethod
@@ -107,9 +100,6 @@ class Rfc2136Settings(BaseModel):
             except (binascii.Error, ValueError):
                 raise ValueError("tsig_secret must be base64, as in the server's key") from None
         return self
-
-    def zone_names(self) -> tuple[str, ...]:
-        return tuple(self.zones)
 
 
 class Rfc2136Provider(DnsProvider):

@@ -31,9 +31,9 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from broker.config import Duration, Secret
+from broker.config import Secret
 from broker.dnsname import normalize_name
 from providers.base import (
     Capabilities,
@@ -47,6 +47,7 @@ from providers.base import (
     ZoneNotFoundError,
 )
 from providers.batching import ChangeBatcher, SharedWaits, TxtEdit, by_name, last_ttl, merge_values
+from providers.settings import CloudApiSettings
 from providers.txt import parse_txt, quote_txt
 
 if TYPE_CHECKING:
@@ -77,12 +78,10 @@ REDISCOVER_AFTER = 30.0
 """Seconds before a name in no known hosted zone may list the hosted zones again."""
 
 
-class Route53Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+class Route53Settings(CloudApiSettings):
+    """``zones``: hosted zones to serve; empty: every hosted zone of the account, at open()."""
 
     type: Literal["route53"]
-    zones: list[str] = Field(default_factory=list)
-    """Hosted zone names to serve; empty: every hosted zone of the account, at open()."""
     access_key_id: Secret | None = None
     secret_access_key: Secret | None = None
     session_token: Secret | None = None
@@ -93,22 +92,8 @@ class Route53Settings(BaseModel):
     external_id: Secret | None = None
     endpoint_url: str | None = None
     """Route53 and STS endpoint (tests: a moto server)."""
-    private_zones: bool = True
-    """Also serve private hosted zones (a public zone of the same name wins)."""
-    timeout: Duration = Field(10.0, le=300)
-    """Connect and read timeout of each API call."""
-    max_attempts: int = Field(6, ge=1, le=20)
-    """Tries of a call answered Throttling or PriorRequestNotComplete."""
-    backoff: Duration = Field(0.5, le=60)
-    """First pause after throttling; doubled per retry (with jitter), at most 20 s."""
-    poll_interval: Duration = Field(5.0, le=300)
-    apply_timeout: Duration = 300.0
-    """How long wait_applied waits for INSYNC."""
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, zones: list[str]) -> list[str]:
-        return list(dict.fromkeys(normalize_name(zone, what="zone name") for zone in zones))
+    """``private_zones``: also serve private hosted zones (a public zone of the same name
+    wins); ``apply_timeout``: how long wait_applied waits for INSYNC."""
 
     @model_validator(mode="after")
     def _credentials(self) -> Route53Settings:
@@ -119,9 +104,6 @@ class Route53Settings(BaseModel):
         if self.profile is not None and self.access_key_id is not None:
             raise ValueError("give either profile or access_key_id/secret_access_key")
         return self
-
-    def zone_names(self) -> tuple[str, ...]:
-        return tuple(self.zones)
 
 
 class Route53Provider(DnsProvider):
