@@ -94,14 +94,17 @@ async def test_cli_issues_wildcard_and_apex_through_the_local_broker(world: Worl
 
 
 async def test_cli_remote_mode_needs_only_a_scoped_token(world: World, tmp_path):
-    token = await world.running.token("web1", ["app.example.test"])
+    token = await world.running.token("web1", ["example.test"])
     remote = ["--server", world.running.url]
-    out = tmp_path / "app"
+    out = tmp_path / "remote"
     code, _, stderr = await world.cli(
-        *issue_args(world, out, "app.example.test"), *remote, env={"DNS01_BROKER_TOKEN": token}
+        *issue_args(world, out, "example.test", "*.example.test"),
+        *remote,
+        env={"DNS01_BROKER_TOKEN": token},
     )
     assert code == 0, stderr
-    await verify_chain(world.pebble, out / "cert.pem", out / "chain.pem", {"app.example.test"})
+    names = {"example.test", "*.example.test"}
+    await verify_chain(world.pebble, out / "cert.pem", out / "chain.pem", names)
     code, _, stderr = await world.cli(
         *issue_args(world, tmp_path / "other", "www.example.test"), *remote, "--token", token
     )
