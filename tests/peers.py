@@ -18,9 +18,27 @@ from tests.support import require_binary
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+HANDED_OUT: set[int] = set()
+"""Ports this test process already chose: never handed out twice, so two servers
+started one after the other cannot be given the same port."""
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1."""
+    chosen: list[int] = []
+    for _ in range(count * 50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise AssertionError("no free port")
 
 
 def free_dns_port() -> int:
@@ -29,11 +47,14 @@ def free_dns_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
             port = udp.getsockname()[1]
+            if port in HANDED_OUT:
+                continue
             with socket.socket() as tcp:
                 try:
                     tcp.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                HANDED_OUT.add(port)
                 return int(port)
     raise AssertionError("no free port")
 
@@ -95,15 +116,15 @@ class Pebble:
     async def start(self) -> None:
         pebble = require_binary("pebble")
         self.ca_file, cert, key = await make_tls_files(self.directory)
-        self.port, self.management_port = free_port(), free_port()
+        self.port, self.management_port, http_port, tls_port = free_ports(4)
         config = {
             "pebble": {
                 "listenAddress": f"127.0.0.1:{self.port}",
                 "managementListenAddress": f"127.0.0.1:{self.management_port}",
                 "certificate": str(cert),
                 "privateKey": str(key),
-                "httpPort": free_port(),
-                "tlsPort": free_port(),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": self.eab_keys is not None,
                 **({"externalAccountMACKeys": self.eab_keys} if self.eab_keys else {}),

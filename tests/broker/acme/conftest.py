@@ -3,7 +3,6 @@ accounts at it, and a BrokerApiSolver with a token scoped to example.test."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,6 @@ from tests.peers import Pebble
 from tests.support import Running
 
 MakeClient = Callable[..., Awaitable[AcmeClient]]
-
-
-def free_dns_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no port is free for both UDP and TCP")
 
 
 class PebbleStarter:

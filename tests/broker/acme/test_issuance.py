@@ -31,8 +31,8 @@ from broker.acme import (
     make_csr,
     sign_csr,
 )
-from tests.broker.acme.conftest import MakeClient, free_dns_port
-from tests.peers import Pebble, verify_chain
+from tests.broker.acme.conftest import MakeClient
+from tests.peers import Pebble, free_dns_port, verify_chain
 from tests.support import Running, write_settings
 
 pytestmark = pytest.mark.timeout(90)

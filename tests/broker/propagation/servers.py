@@ -23,6 +23,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.update
 
+from tests.peers import HANDED_OUT
+
 START_TIMEOUT = 15.0
 Address = tuple[str, int]
 
@@ -39,7 +41,8 @@ def free_port(hosts: Sequence[str]) -> int:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.bind((hosts[0], 0))
             port = int(probe.getsockname()[1])
-        if all(_bindable(host, port) for host in hosts):
+        if port not in HANDED_OUT and all(_bindable(host, port) for host in hosts):
+            HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no port free on all of {hosts}")
 
