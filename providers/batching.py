@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import Change, ProviderError, ProviderRejectedError, ProviderUnavailableError
+from providers.base import (
+    Change,
+    DnsProvider,
+    ProviderError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +166,34 @@ class SharedWaits:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+class BatchedProvider(DnsProvider):
+    """A provider whose edits go through a ChangeBatcher and whose changes apply later
+    (polled once per change id, however many callers wait). Subclasses give ``_apply``
+    (one backend change of a batch) and ``_poll_change`` (return once it is live)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._batcher = ChangeBatcher(name, self._apply)
+        self._waits = SharedWaits()
+
+    @abstractmethod
+    async def _apply(self, zone: str, edits: Sequence[TxtEdit]) -> Change | None: ...
+
+    @abstractmethod
+    async def _poll_change(self, change_id: str) -> None: ...
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await self._waits.close()
+
+    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
+        return await self._batcher.submit(zone, TxtEdit(name, value, ttl))
+
+    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
+        return await self._batcher.submit(zone, TxtEdit(name, value))
+
+    async def wait_applied(self, change: Change | None) -> None:
+        if change is not None:
+            await self._waits.wait(change.id, lambda: self._poll_change(change.id))

@@ -37,7 +37,6 @@ from broker.dnsname import normalize_name
 from providers.base import (
     Capabilities,
     Change,
-    DnsProvider,
     ProviderAuthError,
     ProviderError,
     ProviderRejectedError,
@@ -45,7 +44,7 @@ from providers.base import (
     ProviderUnavailableError,
     ZoneNotFoundError,
 )
-from providers.batching import ChangeBatcher, SharedWaits, TxtEdit, by_name, last_ttl, merge_values
+from providers.batching import BatchedProvider, TxtEdit, by_name, last_ttl, merge_values
 from providers.settings import CloudApiSettings
 from providers.txt import parse_txt, quote_txt
 
@@ -91,7 +90,7 @@ class ChangeConflictError(ProviderUnavailableError):
     """The RRset changed between reading it and submitting the change."""
 
 
-class GoogleProvider(DnsProvider):
+class GoogleProvider(BatchedProvider):
     capabilities: ClassVar[Capabilities] = Capabilities(
         applies_synchronously=False, merges_concurrent_changes=True
     )
@@ -105,8 +104,6 @@ class GoogleProvider(DnsProvider):
         self._discovery = asyncio.Lock()
         self._discovered_at: dict[str, float] = {}
         """When a name missing from ``_managed`` last made the zones be listed again."""
-        self._batcher = ChangeBatcher(name, self._apply)
-        self._waits = SharedWaits()
 
     async def open(self) -> None:
         credentials, project = await self._guard("credentials", self._load_credentials)
@@ -149,8 +146,7 @@ class GoogleProvider(DnsProvider):
             ) from None
 
     async def close(self) -> None:
-        await self._batcher.close()
-        await self._waits.close()
+        await super().close()
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -163,20 +159,10 @@ class GoogleProvider(DnsProvider):
     def zones(self) -> tuple[str, ...]:
         return tuple(self.settings.zones) or tuple(sorted(self._managed))
 
-    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
-        return await self._batcher.submit(zone, TxtEdit(name, value, ttl))
-
-    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
-        return await self._batcher.submit(zone, TxtEdit(name, value))
-
     async def list_txt(self, zone: str, name: str) -> list[str]:
         with self._forget_if_missing(zone):
             current = await self._read(await self._managed_zone(zone), name)
         return [parse_txt(text) for text in current["rrdatas"]] if current else []
-
-    async def wait_applied(self, change: Change | None) -> None:
-        if change is not None:
-            await self._waits.wait(change.id, lambda: self._poll_change(change.id))
 
     async def _poll_change(self, change_id: str) -> None:
         managed, _, number = change_id.partition("/")

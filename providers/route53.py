@@ -38,7 +38,6 @@ from broker.dnsname import normalize_name
 from providers.base import (
     Capabilities,
     Change,
-    DnsProvider,
     ProviderAuthError,
     ProviderError,
     ProviderRejectedError,
@@ -46,7 +45,7 @@ from providers.base import (
     ProviderUnavailableError,
     ZoneNotFoundError,
 )
-from providers.batching import ChangeBatcher, SharedWaits, TxtEdit, by_name, last_ttl, merge_values
+from providers.batching import BatchedProvider, TxtEdit, by_name, last_ttl, merge_values
 from providers.settings import CloudApiSettings
 from providers.txt import parse_txt, quote_txt
 
@@ -106,7 +105,7 @@ class Route53Settings(CloudApiSettings):
         return self
 
 
-class Route53Provider(DnsProvider):
+class Route53Provider(BatchedProvider):
     capabilities: ClassVar[Capabilities] = Capabilities(
         applies_synchronously=False, merges_concurrent_changes=True
     )
@@ -117,8 +116,6 @@ class Route53Provider(DnsProvider):
         self._zone_ids: dict[str, str] = {}
         self._discovery = asyncio.Lock()
         self._discovered_at: float | None = None
-        self._batcher = ChangeBatcher(name, self._apply)
-        self._waits = SharedWaits()
         self._client: Route53Client | None = None
         self._client_expires: datetime | None = None
         self._client_lock = threading.Lock()
@@ -129,8 +126,7 @@ class Route53Provider(DnsProvider):
             log.info("route53 provider %s serves %d hosted zones", self.name, len(self._zone_ids))
 
     async def close(self) -> None:
-        await self._batcher.close()
-        await self._waits.close()
+        await super().close()
         client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(client.close)
@@ -143,20 +139,10 @@ class Route53Provider(DnsProvider):
     def zones(self) -> tuple[str, ...]:
         return tuple(self.settings.zones) or tuple(sorted(self._zone_ids))
 
-    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
-        return await self._batcher.submit(zone, TxtEdit(name, value, ttl))
-
-    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
-        return await self._batcher.submit(zone, TxtEdit(name, value))
-
     async def list_txt(self, zone: str, name: str) -> list[str]:
         with self._forget_if_missing(zone):
             current = await self._read(await self._zone_id(zone), name)
         return [parse_txt(raw, base=8) for raw in current[1]] if current else []
-
-    async def wait_applied(self, change: Change | None) -> None:
-        if change is not None:
-            await self._waits.wait(change.id, lambda: self._poll_change(change.id))
 
     async def _poll_change(self, change_id: str) -> None:
         deadline = time.monotonic() + self.settings.apply_timeout
