@@ -218,12 +218,13 @@ class ChallengeService:
         return expired
 
     async def restore(self) -> int:
-        """Re-apply every live record to its provider (after a start or a crash)."""
+        """Re-apply every live record to its provider (after a start or a crash). The
+        changes are submitted, not waited for: a start must not sit through a minute of
+        Route53 sync per record."""
         records = await self.store.live_challenges()
         for record in records:
             try:
-                route = Route(self._provider_of(record), record.zone)
-                await self._wait_applied(route, await self._provider_add(route, record))
+                await self._provider_add(Route(self._provider_of(record), record.zone), record)
             except ProviderFailureError as exc:
                 log.error("cannot restore challenge id=%s: %s", record.id, exc.detail)
         self.metrics.live_records.set(len(records))

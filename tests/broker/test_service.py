@@ -216,3 +216,16 @@ async def test_waiting_for_a_change_to_apply_does_not_hold_the_rrset(store, cloc
     assert sorted(backend.values[TARGET.fqdn]) == ["apex", "wildcard"]
     backend.applied.set()
     await asyncio.gather(apex, wildcard)
+
+
+async def test_restore_submits_without_waiting_for_changes_to_apply(store, clock):
+    first = ChallengeService(
+        store, ZoneRouter({"slow": FlakyBackend()}), ChallengeSettings(), Metrics(), clock=clock
+    )
+    await first.present(ADMIN, TARGET, "one", None)
+    slow = SlowSync()
+    restarted = ChallengeService(
+        store, ZoneRouter({"slow": slow}), ChallengeSettings(), Metrics(), clock=clock
+    )
+    assert await asyncio.wait_for(restarted.restore(), 2) == 1
+    assert slow.values[TARGET.fqdn] == ["one"]
