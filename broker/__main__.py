@@ -26,7 +26,6 @@ from broker.config import (
     Settings,
     acmedns_zone,
     load_settings,
-    parse_duration,
 )
 from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import BrokerError, InvalidRequestError
@@ -34,6 +33,7 @@ from broker.importer import import_accounts, read_accounts
 from broker.propagation import PropagationChecker, PropagationReport
 from broker.runtime import Broker, inspect_providers, local_nameservers, open_store
 from broker.store import Store
+from broker.values import parse_duration
 
 T = TypeVar("T")
 EXIT_CONFIG = 2

@@ -29,15 +29,13 @@ from pydantic import (
 
 from broker.dnsname import is_subdomain, normalize_name
 from broker.propagation import PropagationSettings
+from broker.values import Duration, Secret
 from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
 ENV_PREFIX = "DNS01_BROKER_"
 CONFIG_ENV = "DNS01_BROKER_CONFIG"
 TOKEN_ENV = "DNS01_BROKER_TOKEN"  # noqa: S105 - the variable's name; the CLI's token, not a setting
 NOT_SETTINGS = (CONFIG_ENV, TOKEN_ENV)
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class ConfigError(Exception):
@@ -46,47 +44,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {message}" for path, message in problems))
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or text such as ``90d``, ``1h30m``, ``45s``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text such as '90d', '1h', '30s'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text)
-        elif text and _DURATION.sub("", text).strip() == "":
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
-        else:
-            raise ValueError(
-                f"{value!r} is not a duration: use seconds or text such as '90d', '1h30m', '45s'"
-            )
-    else:
-        raise ValueError("a duration is a number of seconds or text such as '90d', '1h', '30s'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
-
-
-def resolve_secret(value: object) -> object:
-    """``env:NAME`` reads an environment variable, ``file:/path`` a file's first line."""
-    if not isinstance(value, str):
-        return value
-    if value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set (referenced as env:{name})")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = Path(value[5:])
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
-    return value
 
 
 def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
@@ -107,10 +64,6 @@ def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 
 
 class _Section(BaseModel):

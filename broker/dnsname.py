@@ -101,6 +101,7 @@ class ChallengeTarget:
                 f"domain {domain!r} already starts with {CHALLENGE_LABEL}: send it as 'fqdn', "
                 "or send the certificate's name as 'domain'"
             )
+        _check_challenge_room(base, domain, "domain")
         return cls(base=base, fqdn=f"{CHALLENGE_LABEL}.{base}")
 
     @classmethod
@@ -131,7 +132,9 @@ class Scope:
     @classmethod
     def parse(cls, pattern: str) -> Scope:
         below, body = _split_wildcard(pattern, "scope")
-        return cls(base=normalize_name(body, what="scope"), below=below)
+        base = normalize_name(body, what="scope")
+        _check_challenge_room(base, pattern, "scope", below=below)
+        return cls(base=base, below=below)
 
     def covers(self, base: str) -> bool:
         if self.below:
@@ -141,6 +144,23 @@ class Scope:
     def __str__(self) -> str:
         text = self.base[:-1]
         return f"*.{text}" if self.below else text
+
+
+MAX_BASE_OCTETS = MAX_NAME_OCTETS - len(CHALLENGE_LABEL) - 1
+"""The longest name whose challenge name ``_acme-challenge.<name>`` is still a name."""
+
+
+def _check_challenge_room(base: str, text: str, what: str, *, below: bool = False) -> None:
+    """Refuse a name too long to carry ``_acme-challenge.`` in front (with ``below``: a
+    scope, which also needs room for one more label)."""
+    limit = MAX_BASE_OCTETS - (2 if below else 0)
+    length = len(base) - 1
+    if length > limit:
+        raise InvalidNameError(
+            f"{what} {text!r} is {length} octets long: its challenge name "
+            f"'{CHALLENGE_LABEL}.{'x.' if below else ''}…' would exceed {MAX_NAME_OCTETS} octets; "
+            f"a {'wildcard scope' if below else 'name'} may have at most {limit}"
+        )
 
 
 def _split_wildcard(text: str, what: str) -> tuple[bool, str]:

@@ -32,8 +32,8 @@ from google.cloud import dns  # type: ignore[import-untyped]
 from google.oauth2 import service_account
 from pydantic import Field, SecretStr, field_validator
 
-from broker.config import Duration, Secret
 from broker.dnsname import normalize_name
+from broker.values import Duration, Secret
 from providers.base import (
     Capabilities,
     Change,

@@ -32,8 +32,8 @@ import dns.tsig
 import dns.update
 from pydantic import Field, field_validator, model_validator
 
-from broker.config import Duration, Secret
 from broker.propagation.settings import format_server, parse_server
+from broker.values import Duration, Secret
 from providers.base import (
     Capabilities,
     Change,

@@ -33,8 +33,8 @@ from botocore.exceptions import (
 )
 from pydantic import Field, SecretStr, model_validator
 
-from broker.config import Secret
 from broker.dnsname import normalize_name
+from broker.values import Secret
 from providers.base import (
     Capabilities,
     Change,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from broker.config import Duration
 from broker.dnsname import normalize_name
+from broker.values import Duration
 
 
 class ProviderSettingsModel(BaseModel):

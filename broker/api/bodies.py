@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -104,6 +105,15 @@ def deadline_seconds(timeout: float | None, pointer: str) -> float | None:
     return timeout
 
 
+def boolean_query(request: web.Request, name: str) -> bool:
+    """A boolean query parameter as OpenAPI serializes one: ``true`` or ``false``."""
+    text = request.query.get(name, "false")
+    if text not in ("true", "false"):
+        detail = f"query parameter {name!r} must be true or false, not {text!r}"
+        raise InvalidRequestError(detail, problems=[FieldProblem(f"/{name}", detail)])
+    return text == "true"
+
+
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -118,9 +128,17 @@ def _field_problem(error: Any) -> FieldProblem:
     return FieldProblem(pointer, error["msg"])
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - _EPOCH).total_seconds()
+_EARLIEST = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()
+
+
 def timestamp(seconds: float | None) -> str | None:
-    """RFC 3339 UTC, millisecond precision."""
+    """RFC 3339 UTC, millisecond precision. Never fails: a stored time that no calendar
+    date can show (beyond year 9999, or not a number) is shown as the nearest one."""
     if seconds is None:
         return None
-    text = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    if math.isnan(seconds):
+        seconds = _LATEST
+    moment = _EPOCH + timedelta(seconds=min(max(seconds, _EARLIEST), _LATEST))
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -29,7 +29,7 @@ PROBLEM_TYPE = "urn:dns01-broker:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
-def problem_response(error: BrokerError) -> web.Response:
+def problem_response(error: BrokerError, headers: dict[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + error.code,
         "title": error.title,
@@ -43,16 +43,25 @@ def problem_response(error: BrokerError) -> web.Response:
     if isinstance(error, ProviderFailureError):
         body["provider"] = error.provider
     body.update(error.extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="dns01-broker"'}
+    headers = dict(headers or {})
+    if isinstance(error, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="dns01-broker"'
     return web.Response(
         status=error.status,
         body=json.dumps(body, separators=(",", ":")).encode(),
         content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers if isinstance(error, UnauthorizedError) else None,
+        headers=headers,
     )
 
 
-def _from_http(exc: web.HTTPException, request: web.Request) -> BrokerError:
+def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large) as problems; a 405
+    keeps its ``Allow`` header (RFC 9110)."""
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return problem_response(_http_problem(exc, request), headers)
+
+
+def _http_problem(exc: web.HTTPException, request: web.Request) -> BrokerError:
     if exc.status == 413:
         return BodyTooLargeError(
             f"the body is larger than {request.app[MAX_BODY_KEY]} bytes; send a smaller one"
@@ -99,7 +108,7 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(_from_http(exc, request))
+        return _from_http(exc, request)
     except asyncio.CancelledError:
         raise
     except ConnectionError:

@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.bodies import TokenBody, read_json, timestamp
+from broker.api.bodies import TokenBody, boolean_query, read_json, timestamp
 from broker.api.context import authenticate, context
 from broker.auth import issue_token
-from broker.config import parse_duration
 from broker.errors import FieldProblem, InvalidRequestError, NotFoundError
 from broker.store import TokenRecord
+from broker.values import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def token_json(record: TokenRecord) -> dict[str, Any]:
 
 async def list_tokens(request: web.Request) -> web.Response:
     (await authenticate(request)).require_admin()
-    include_revoked = request.query.get("all", "false").lower() in ("1", "true", "yes")
+    include_revoked = boolean_query(request, "all")
     records = await context(request).store.list_tokens(include_revoked=include_revoked)
     return web.json_response({"tokens": [token_json(record) for record in records]})
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, load_settings, parse_duration
+from broker.config import ConfigError, load_settings
+from broker.values import parse_duration
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -185,3 +186,20 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["3651d", 10**30, 1e308, "9" * 400, "99999999999999999999w"])
+def test_durations_beyond_ten_years_are_refused(text):
+    with pytest.raises(ValueError, match="at most 3650d"):
+        parse_duration(text)
+
+
+def test_a_setting_longer_than_ten_years_is_a_config_error(tmp_path):
+    path = tmp_path / "broker.toml"
+    path.write_text('[challenges]\nhistory_retention = "5000d"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert any(
+        key == "challenges.history_retention" and "at most 3650d" in message
+        for key, message in caught.value.problems
+    )

@@ -68,6 +68,28 @@ def test_fqdn_must_be_a_challenge_name():
         ChallengeTarget.from_fqdn("_acme-challenge.")
 
 
+@pytest.mark.parametrize("domain_of", [lambda n: n, lambda n: f"*.{n}", lambda n: f"{n}."])
+def test_a_domain_is_refused_when_its_challenge_name_would_be_too_long(domain_of):
+    longest = "a" * 61 + "." + "b" * 61 + "." + "c" * 61 + "." + "d" * 51
+    assert len(longest) == 237
+    target = ChallengeTarget.from_domain(domain_of(longest))
+    assert len(target.fqdn) == 254  # 253 octets and the trailing dot
+    with pytest.raises(InvalidNameError, match="challenge name") as caught:
+        ChallengeTarget.from_domain(domain_of(longest + "d"))
+    assert "at most 237" in caught.value.detail
+
+
+def test_a_scope_leaves_room_for_its_challenge_name():
+    exact = "a" * 61 + "." + "b" * 61 + "." + "c" * 61 + "." + "d" * 51
+    assert str(Scope.parse(exact)) == exact
+    with pytest.raises(InvalidNameError, match="at most 237"):
+        Scope.parse(exact + "d")
+    below = exact[:-2]
+    assert str(Scope.parse("*." + below)) == "*." + below
+    with pytest.raises(InvalidNameError, match="wildcard scope may have at most 235"):
+        Scope.parse("*." + below + "d")
+
+
 def test_domain_that_is_already_a_challenge_name_is_refused_with_a_hint():
     with pytest.raises(InvalidNameError, match="send it as 'fqdn'"):
         ChallengeTarget.from_domain("_acme-challenge.example.com")

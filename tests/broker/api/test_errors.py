@@ -122,6 +122,23 @@ async def test_unknown_route_and_wrong_method_are_problems(running: Running):
     assert "POST" in body["detail"]
 
 
+@pytest.mark.parametrize("method", ["TRACE", "PUT", "PATCH", "OPTIONS", "DELETE", "HEAD"])
+async def test_every_route_answers_an_undeclared_method_with_405_and_allow(
+    running: Running, openapi, method
+):
+    for template in sorted({path for _, path in openapi.paths()}):
+        declared = {m for m, p in openapi.paths() if p == template}
+        if method in declared:
+            continue
+        path = template.replace("{id}", "x").replace("{name}", "x").replace("{username}", "x")
+        status, body, response = await running.call(method, path, running.admin_token)
+        assert status == 405, (method, path, body)
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == declared, (method, path)
+        assert response.content_type == "application/problem+json"
+        if method != "HEAD":
+            assert body["code"] == "method-not-allowed"
+
+
 async def test_unauthenticated_request_is_401_before_its_body_is_judged(api: Api):
     status, body = await api.call("POST", "/v1/present", data=b"{not json")
     assert (status, body["code"]) == (401, "unauthorized")

@@ -1,0 +1,76 @@
+"""Value types that settings on both sides of the layers share: durations and secrets.
+
+Providers import these (and ``broker.dnsname``) without importing the broker's own
+settings, so dependencies keep pointing one way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, SecretStr
+
+MAX_DURATION = 3650 * 86400.0
+"""Ten years: the longest duration anything accepts (a token's lifetime included)."""
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SHAPE = "a duration is a number of seconds or text such as '90d', '1h30m', '45s'"
+
+
+def parse_duration(value: object, *, maximum: float = MAX_DURATION) -> float:
+    """Seconds from a number or text such as ``90d``, ``1h30m``, ``45s``, in (0, maximum]."""
+    if isinstance(value, bool):
+        raise ValueError(_SHAPE)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and _DURATION.sub("", text).strip() == "":
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration: {_SHAPE}")
+    else:
+        raise ValueError(_SHAPE)
+    if math.isnan(seconds) or seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    if seconds > maximum:
+        raise ValueError(f"a duration may be at most {format_duration(maximum)}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The largest whole unit that states ``seconds`` exactly: ``3650d``, ``90m``, ``45s``."""
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if unit != "w" and seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def resolve_secret(value: object) -> object:
+    """``env:NAME`` reads an environment variable, ``file:/path`` a file's first line."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set (referenced as env:{name})")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
