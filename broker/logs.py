@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -21,6 +23,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp logs every request its parser refuses (a NUL in a header, a line too long)
+    as an ERROR with a traceback, though it answers 400. That is the client's fault, not
+    the broker's: keep it as one WARNING line without the traceback, so hostile input
+    cannot fill the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = error.message.strip().splitlines()[0] if error.message.strip() else "bad HTTP"
+            record.msg = f"{record.getMessage()}: refused with 400 ({reason})"
+            record.args = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -31,3 +50,6 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if level != "DEBUG" else level)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttpFilter) for f in server.filters):
+        server.addFilter(MalformedHttpFilter())

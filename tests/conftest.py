@@ -11,6 +11,7 @@ import yaml
 
 from broker.config import Settings
 from broker.runtime import Broker
+from tests.process import Served
 from tests.support import ROOT, Api, OpenApi, Running, write_settings
 
 StartBroker = Callable[..., Awaitable[Running]]
@@ -50,3 +51,14 @@ def openapi() -> OpenApi:
 @pytest.fixture
 def api(running: Running, openapi: OpenApi) -> Api:
     return Api(running, openapi)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[list[Served]]:
+    """``dns01-broker serve`` processes started with ``tests.process.start``; killed after."""
+    served: list[Served] = []
+    yield served
+    for item in served:
+        if item.process.returncode is None:
+            item.process.kill()
+            await item.process.wait()

@@ -6,10 +6,10 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import (
@@ -18,6 +18,7 @@ from broker.errors import (
     InvalidRequestError,
     MalformedJsonError,
 )
+from broker.values import parse_duration
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,15 +27,45 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("null is not allowed here: leave the field out instead")
+    return value
+
+
+def _integral(value: object) -> object:
+    """JSON has one kind of number: ``60.0`` is the integer 60, as JSON Schema counts it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _lifetime(value: object) -> float | None:
+    """A token lifetime: whole seconds, or text such as ``90d`` (None: no expiry)."""
+    if value is None:
+        return None
+    value = _integral(value)
+    if not isinstance(value, int | str) or isinstance(value, bool):
+        raise ValueError("give whole seconds or text such as '90d', '12h', '1h30m'")
+    return parse_duration(value)
+
+
+# Optional fields: absent means "not given"; an explicit null is refused, as openapi.yaml says.
+OptionalText = Annotated[str | None, BeforeValidator(_not_null)]
+OptionalInt = Annotated[int | None, BeforeValidator(lambda v: _integral(_not_null(v)))]
+OptionalNumber = Annotated[float | None, BeforeValidator(_not_null)]
+Lifetime = Annotated[float | None, BeforeValidator(_lifetime)]
+
+
 class ChallengeBody(StrictBody):
     """The body of present and cleanup (cleanup ignores ``lease``)."""
 
-    domain: str | None = None
-    fqdn: str | None = None
+    domain: OptionalText = None
+    fqdn: OptionalText = None
     value: str
-    lease: int | None = None
+    lease: OptionalInt = None
     wait: bool = False
-    timeout: float | None = None
+    timeout: OptionalNumber = None
 
     def wait_seconds(self) -> float | None:
         """The propagation deadline asked for (None: the configured default)."""
@@ -60,7 +91,7 @@ class TokenBody(StrictBody):
     name: str
     allow: list[str] = []
     cidrs: list[str] = []
-    expires: int | str | None = None
+    expires: Lifetime = None
     admin: bool = False
 
 
@@ -125,7 +156,7 @@ def _field_problem(error: Any) -> FieldProblem:
         return FieldProblem(pointer, "unknown field: check the spelling against openapi.yaml")
     if kind == "missing":
         return FieldProblem(pointer, "required field is missing")
-    return FieldProblem(pointer, error["msg"])
+    return FieldProblem(pointer, error["msg"].removeprefix("Value error, "))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,7 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.bodies import StrictBody, deadline_seconds, read_json, timestamp
+from broker.api.bodies import (
+    OptionalNumber,
+    StrictBody,
+    deadline_seconds,
+    read_json,
+    timestamp,
+)
 from broker.api.context import authenticate, context
 from broker.certificates import CertificateService
 from broker.errors import NotFoundError
@@ -20,7 +26,7 @@ DEFAULT_WAIT = 60.0
 class CertificateBody(StrictBody):
     csr: str
     wait: bool = False
-    timeout: float | None = None
+    timeout: OptionalNumber = None
 
 
 def _certificates(request: web.Request) -> CertificateService:

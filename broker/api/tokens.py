@@ -10,9 +10,8 @@ from aiohttp import web
 from broker.api.bodies import TokenBody, boolean_query, read_json, timestamp
 from broker.api.context import authenticate, context
 from broker.auth import issue_token
-from broker.errors import FieldProblem, InvalidRequestError, NotFoundError
+from broker.errors import NotFoundError
 from broker.store import TokenRecord
-from broker.values import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,8 @@ async def create_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_admin()
     body = await read_json(request, TokenBody)
-    try:
-        lifetime = None if body.expires is None else parse_duration(body.expires)
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc), problems=[FieldProblem("/expires", str(exc))]) from None
     issued = issue_token(
-        body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=lifetime
+        body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires
     )
     await context(request).store.create_token(issued.record)
     log.info(

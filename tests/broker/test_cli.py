@@ -4,93 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import stat
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import dns.asyncquery
-import dns.message
-import pytest
 
+from tests.process import cli, start
 from tests.support import write_config as write_support_config
 
-EXE = str(Path(sys.executable).parent / "dns01-broker")
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
 
 
 def write_config(tmp_path: Path) -> Path:
     return write_support_config(tmp_path, state="var")
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        EXE,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-class Served:
-    def __init__(self, process: asyncio.subprocess.Process, log: list[str]) -> None:
-        self.process = process
-        self.log = log
-        self.http = ""
-        self.dns = ("", 0)
-
-    async def wait_ready(self) -> None:
-        assert self.process.stderr is not None
-        while not self.http:
-            line = (await asyncio.wait_for(self.process.stderr.readline(), 15)).decode()
-            assert line, "serve exited early:\n" + "".join(self.log)
-            self.log.append(line)
-            if match := re.search(r"DNS listening on ([^\s\"]+) port (\d+)", line):
-                self.dns = (match.group(1), int(match.group(2)))
-            if match := re.search(r"HTTP API listening on (http://[^\s\"]+)", line):
-                self.http = match.group(1)
-
-    async def stop(self) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        assert self.process.stderr is not None
-        rest = await asyncio.wait_for(self.process.stderr.read(), 15)
-        self.log.append(rest.decode())
-        return await asyncio.wait_for(self.process.wait(), 15)
-
-    async def txt(self, name: str) -> list[str]:
-        answer = await dns.asyncquery.udp(
-            dns.message.make_query(name, "TXT"), self.dns[0], port=self.dns[1], timeout=2
-        )
-        return [b"".join(r.strings).decode() for rrset in answer.answer for r in rrset]
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[list[Served]]:
-    served: list[Served] = []
-    yield served
-    for item in served:
-        if item.process.returncode is None:
-            item.process.kill()
-            await item.process.wait()
-
-
-async def start(config: Path, served: list[Served]) -> Served:
-    process = await asyncio.create_subprocess_exec(
-        EXE, "--config", str(config), "serve", stderr=asyncio.subprocess.PIPE
-    )
-    item = Served(process, [])
-    served.append(item)
-    await item.wait_ready()
-    return item
 
 
 async def present(http: str, token: str, path: str = "/v1/present") -> int:
@@ -190,6 +117,14 @@ async def test_token_create_rejects_bad_input_with_a_message(tmp_path):
     )  # fmt: skip
     assert code == 2
     assert "--expires" in err
+    code, _, err = await cli(
+        "--config", str(config), "token", "create", "--name", "x", "--allow", "a.b",
+        "--expires", "5000d",
+    )  # fmt: skip
+    assert code == 2
+    assert "--expires: a duration may be at most 3650d" in err
+    code, out, _ = await cli("--config", str(config), "token", "list")
+    assert (code, out.count("\n")) == (0, 1), out  # the header line only: nothing was stored
 
 
 async def test_json_logs_carry_one_line_per_state_change_and_no_secret(tmp_path, serve):
@@ -229,3 +164,29 @@ async def test_check_prints_each_server_as_it_goes_and_exits_by_readiness(tmp_pa
     assert f"127.0.0.1 port {broker.dns[1]}: serves it" in out
     assert "ready: every nameserver serves the value" in out
     assert await broker.stop() == 0
+
+
+async def test_a_request_the_http_parser_refuses_is_one_warning_line_not_a_traceback(
+    tmp_path, serve
+):
+    broker = await start(write_config(tmp_path), serve)
+    host, port = broker.http.removeprefix("http://").rsplit(":", 1)
+    for raw in (
+        b"GET /healthz HTTP/1.1\r\nX-Probe: \x00\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+    ):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(raw)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert status_line.split()[1] in (b"400", b"414"), status_line
+    assert await broker.stop() == 0
+    log = "".join(broker.log)
+    assert "Traceback" not in log
+    assert " ERROR " not in log
+    refused = [line for line in log.splitlines() if "refused with 400" in line]
+    assert len(refused) == 2, log
+    assert all(
+        " WARNING aiohttp.server: Error handling request from 127.0.0.1" in line for line in refused
+    )

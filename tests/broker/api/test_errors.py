@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.acme.csr import make_csr
 from tests.support import Api, Running
 
 GOOD = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
@@ -142,3 +145,37 @@ async def test_every_route_answers_an_undeclared_method_with_405_and_allow(
 async def test_unauthenticated_request_is_401_before_its_body_is_judged(api: Api):
     status, body = await api.call("POST", "/v1/present", data=b"{not json")
     assert (status, body["code"]) == (401, "unauthorized")
+
+
+# 238 octets: one more than a name may have when `_acme-challenge.` goes in front.
+TOO_LONG = ".".join(["a" * 61, "b" * 61, "c" * 61, "d" * 39]) + ".example.test"
+
+
+def _csr(*names: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return make_csr(key, names).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/present", {"domain": TOO_LONG, "value": GOOD}),
+        ("POST", "/v1/present", {"domain": "*." + TOO_LONG, "value": GOOD}),
+        ("POST", "/v1/cleanup", {"domain": TOO_LONG, "value": GOOD}),
+        ("POST", "/v1/present", {"fqdn": f"_acme-challenge.{TOO_LONG}", "value": GOOD}),
+        ("GET", f"/v1/propagation?domain={TOO_LONG}&value={GOOD}", None),
+        ("POST", "/present", {"domain": TOO_LONG, "token": "t", "keyAuth": "t.k"}),
+        ("POST", "/present", {"fqdn": f"_acme-challenge.{TOO_LONG}.", "value": GOOD}),
+        ("POST", "/cleanup", {"fqdn": f"_acme-challenge.{TOO_LONG}.", "value": GOOD}),
+        ("POST", "/v1/certificates", {"csr": _csr("www.example.test", TOO_LONG)}),
+    ],
+)
+async def test_a_name_too_long_for_its_challenge_name_is_400_on_every_face(
+    api: Api, running: Running, method, path, body
+):
+    """Once a 500 (dns.name.NameTooLong from the CNAME lookup); now refused before it."""
+    assert len(TOO_LONG) == 238
+    status, problem = await api.call(method, path, running.admin_token, json=body)
+    assert (status, problem["code"]) == (400, "invalid-name"), problem
+    assert "octets" in problem["detail"]
+    assert await running.broker.store.live_challenges() == []

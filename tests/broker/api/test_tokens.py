@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from broker.auth import issue_token
 from tests.support import Api, Running
 
 BODY = {"domain": "www.example.test", "value": "v" * 43}
@@ -83,3 +86,82 @@ async def test_invalid_token_requests_are_400(api: Api, running: Running):
         assert problem["code"] in ("invalid-request", "invalid-name")
     _, listing = await api.call("GET", "/v1/tokens", admin)
     assert [t["name"] for t in listing["tokens"]] == ["admin"]
+
+
+TEN_YEARS = 3650 * 86400
+
+
+async def test_a_lifetime_beyond_ten_years_is_refused_and_listing_keeps_working(
+    api: Api, running: Running
+):
+    admin = running.admin_token
+    for expires in (10**30, 1e308, TEN_YEARS + 1, "3651d", "99999999999w", "9" * 400):
+        status, problem = await api.call(
+            "POST",
+            "/v1/tokens",
+            admin,
+            json={"name": "far", "allow": ["example.test"], "expires": expires},
+        )
+        assert (status, problem["code"]) == (400, "invalid-request"), expires
+        assert [e["pointer"] for e in problem["errors"]] == ["/expires"]
+        assert "at most 3650d" in problem["detail"]
+    status, created = await api.call(
+        "POST",
+        "/v1/tokens",
+        admin,
+        json={"name": "far", "allow": ["example.test"], "expires": TEN_YEARS},
+    )
+    assert status == 201
+    assert created["expires_at"] > "2036"
+    for query in ("", "?all=true"):
+        status, listing = await api.call("GET", "/v1/tokens" + query, admin)
+        assert status == 200
+        assert {t["name"] for t in listing["tokens"]} == {"admin", "far"}
+
+
+async def test_lifetimes_in_whole_seconds_or_text_and_fractions_refused(api: Api, running: Running):
+    admin = running.admin_token
+    for name, expires in (("float", 3600.0), ("text", "1h30m")):
+        body = {"name": name, "allow": ["example.test"], "expires": expires}
+        assert (await api.call("POST", "/v1/tokens", admin, json=body))[0] == 201
+    for expires in (0.5, True, [], 0, -5, ""):
+        body = {"name": "bad", "allow": ["example.test"], "expires": expires}
+        status, problem = await api.call("POST", "/v1/tokens", admin, json=body)
+        assert (status, problem["errors"][0]["pointer"]) == (400, "/expires"), expires
+
+
+async def test_a_stored_time_no_calendar_can_show_does_not_break_the_admin_api(
+    api: Api, running: Running
+):
+    """A row an older version stored (expiry 10**20 s away) lists and revokes."""
+    issued = issue_token("old", ["example.test"], lifetime=1e20)
+    await running.broker.store.create_token(issued.record)
+    status, listing = await api.call("GET", "/v1/tokens", running.admin_token)
+    assert status == 200
+    old = next(t for t in listing["tokens"] if t["name"] == "old")
+    assert old["expires_at"] == "9999-12-31T23:59:59.000Z"
+    status, revoked = await api.call(
+        "DELETE", "/v1/tokens/old", running.admin_token, template="/v1/tokens/{name}"
+    )
+    assert (status, revoked["name"]) == (200, "old")
+    assert (await api.call("GET", "/v1/tokens?all=true", running.admin_token))[0] == 200
+
+
+@pytest.mark.parametrize("value", ["AAA", "yes", "1", "TRUE", ""])
+async def test_all_is_strictly_true_or_false(api: Api, running: Running, value):
+    status, problem = await api.call("GET", f"/v1/tokens?all={value}", running.admin_token)
+    assert (status, problem["code"]) == (400, "invalid-request")
+    assert problem["errors"][0]["pointer"] == "/all"
+
+
+async def test_all_true_includes_revoked_tokens(api: Api, running: Running):
+    await running.token("gone", ["example.test"])
+    await api.call("DELETE", "/v1/tokens/gone", running.admin_token, template="/v1/tokens/{name}")
+    names = {
+        query: {
+            t["name"]
+            for t in (await api.call("GET", "/v1/tokens" + query, running.admin_token))[1]["tokens"]
+        }
+        for query in ("", "?all=false", "?all=true")
+    }
+    assert names == {"": {"admin"}, "?all=false": {"admin"}, "?all=true": {"admin", "gone"}}
