@@ -33,7 +33,7 @@ from broker.importer import import_accounts, read_accounts
 from broker.propagation import PropagationChecker, PropagationReport
 from broker.runtime import Broker, inspect_providers, local_nameservers, open_store
 from broker.store import Store
-from broker.values import parse_duration
+from broker.values import MAX_WAIT_SECONDS, parse_duration
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -109,7 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     name.add_argument("--fqdn", help="the challenge name, _acme-challenge.www.example.com")
     name.add_argument("--domain", help="or the certificate name, www.example.com")
     check.add_argument("--value", required=True)
-    check.add_argument("--timeout", type=float, help="seconds (default propagation.timeout)")
+    check.add_argument(
+        "--timeout",
+        type=_wait_seconds,
+        help="seconds or text such as 90s, 5m; at most 600 (default propagation.timeout)",
+    )
     check.add_argument("--once", action="store_true", help="one round, no waiting")
     check.set_defaults(run=_check)
 
@@ -125,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     acmedns.set_defaults(run=_import_acmedns)
     return parser
+
+
+def _wait_seconds(text: str) -> float:
+    """A wait on the command line, bounded as the API bounds one: (0, 600] seconds."""
+    try:
+        return parse_duration(text, maximum=MAX_WAIT_SECONDS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run(coro_factory: Callable[[], Awaitable[int]]) -> int:

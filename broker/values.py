@@ -17,6 +17,9 @@ from pydantic import BeforeValidator, SecretStr
 MAX_DURATION = 3650 * 86400.0
 """Ten years: the longest duration anything accepts (a token's lifetime included)."""
 
+MAX_WAIT_SECONDS = 600.0
+"""The longest a caller may ask to wait for propagation (API and CLI alike)."""
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SHAPE = "a duration is a number of seconds or text such as '90d', '1h30m', '45s'"

@@ -18,7 +18,7 @@ from broker.errors import (
     InvalidRequestError,
     MalformedJsonError,
 )
-from broker.values import parse_duration
+from broker.values import MAX_WAIT_SECONDS, parse_duration
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -123,9 +123,6 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise InvalidRequestError(
             f"the body does not match the schema: {summary}", problems=problems
         ) from None
-
-
-MAX_WAIT_SECONDS = 600.0
 
 
 def deadline_seconds(timeout: float | None, pointer: str) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,10 @@ class PropagationChecker:
         last report, with error ``deadline passed ...`` when time ran out. A round cut
         short by the deadline keeps what earlier rounds found."""
         limit = self._settings.timeout if timeout is None else timeout
+        if not math.isfinite(limit):
+            raise ValueError(
+                f"a propagation deadline must be a finite number of seconds, not {limit}"
+            )
         since = time.time(), time.monotonic()
         deadline = since[1] + limit
         interval = self._settings.first_interval

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.process import cli, start
 from tests.support import write_config as write_support_config
@@ -125,6 +126,15 @@ async def test_token_create_rejects_bad_input_with_a_message(tmp_path):
     assert "--expires: a duration may be at most 3650d" in err
     code, out, _ = await cli("--config", str(config), "token", "list")
     assert (code, out.count("\n")) == (0, 1), out  # the header line only: nothing was stored
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e400", "-1", "0", "601", "soon"])
+async def test_check_refuses_a_timeout_that_is_no_bounded_wait(tmp_path, seconds):
+    """Once 'nan' made check poll in a tight loop forever, 'inf' wait forever."""
+    args = ("--domain", "www.example.test", "--value", VALUE, "--timeout", seconds)
+    code, out, err = await cli("--config", str(write_config(tmp_path)), "check", *args)
+    assert (code, out) == (2, "")
+    assert "argument --timeout" in err
 
 
 async def test_json_logs_carry_one_line_per_state_change_and_no_secret(tmp_path, serve):

@@ -163,3 +163,13 @@ async def test_close_ends_waits_in_flight_and_refuses_new_checks(
     with pytest.raises(RuntimeError, match="closed"):
         await checker.check(NAME, VALUE)
     await checker.close()
+
+
+@pytest.mark.parametrize("deadline", [float("nan"), float("inf")])
+async def test_a_deadline_that_never_comes_is_refused(
+    make_checker: MakeChecker, deadline: float
+) -> None:
+    """NaN compares false with everything: the loop once never slept and never ended."""
+    checker = make_checker(nameservers={ZONE: ["127.0.0.1:9"]})
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        await checker.wait(NAME, VALUE, timeout=deadline)
