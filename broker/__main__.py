@@ -33,6 +33,7 @@ from broker.importer import import_accounts, read_accounts
 from broker.propagation import PropagationChecker, PropagationReport
 from broker.runtime import Broker, inspect_providers, local_nameservers, open_store
 from broker.store import Store
+from broker.store.schema import HEAD as SCHEMA_HEAD
 from broker.values import MAX_WAIT_SECONDS, parse_duration
 
 T = TypeVar("T")
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the broker")
     serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="bring the store's schema up to this version (every command does so on opening)",
+    )
+    migrate.set_defaults(run=_migrate)
 
     token = commands.add_parser("token", help="manage API tokens in the configured store")
     token_commands = token.add_subparsers(required=True, metavar="ACTION")
@@ -192,6 +200,14 @@ def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -
             await store.close()
 
     return _run(run)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def report(_: Store) -> int:
+        print(f"store {settings.store.describe()}: schema at version {SCHEMA_HEAD}")
+        return 0
+
+    return _with_store(settings, report)
 
 
 def _token_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -447,7 +463,7 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  http: {settings.http.listen}")
     dns_state = ", ".join(settings.dns.listen) if settings.dns.enabled else "disabled"
     print(f"  dns: {dns_state}")
-    print(f"  store: sqlite {settings.store.sqlite_path}")
+    print(f"  store: {settings.store.describe()}")
     failed = 0
     for report in _run_value(inspect_providers(settings)):
         zones = ", ".join(report.zones) or "(none)"

@@ -112,6 +112,7 @@ class AcmeDnsAccounts:
         self._configured_key = hash_key
         self._key = b""
         self._clock = clock
+        self._served: set[str] = set()
 
     async def open(self) -> None:
         """Load the hash key and make every registered name exist in DNS."""
@@ -119,8 +120,29 @@ class AcmeDnsAccounts:
             "acmedns-hash-key", secrets.token_hex(32)
         )
         self._key = key.encode()
-        for record in await self.store.list_registrations():
-            self._embedded_zone().reserve(self.fqdn(record))
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Serve exactly the registered names (NODATA until their first value)."""
+        registered = {self.fqdn(record) for record in await self.store.list_registrations()}
+        zone = self._embedded_zone()
+        for name in self._served - registered:
+            zone.release(name)
+        for name in registered:
+            zone.reserve(name)
+        self._served = registered
+
+    async def sync(self, username: str, subdomain: str) -> None:
+        """Serve or stop serving one name after another replica (un)registered it."""
+        if not _SUBDOMAIN_SHAPE.fullmatch(subdomain):
+            return
+        name = f"{subdomain.lower()}.{self.zone}"
+        if await self.store.registration(username) is None:
+            self._embedded_zone().release(name)
+            self._served.discard(name)
+        else:
+            self._embedded_zone().reserve(name)
+            self._served.add(name)
 
     def fqdn(self, record: RegistrationRecord) -> str:
         return f"{record.subdomain}.{self.zone}"
@@ -148,6 +170,7 @@ class AcmeDnsAccounts:
         )
         await self.store.create_registration(record)
         self._embedded_zone().reserve(self.fqdn(record))
+        self._served.add(self.fqdn(record))
         log.info("acme-dns account registered username=%s", record.username)
         return NewAccount(record, password, self.fulldomain(record))
 
@@ -208,5 +231,6 @@ class AcmeDnsAccounts:
             if live.fqdn == fqdn:
                 await self.service.cleanup(principal, target, live.value)
         self._embedded_zone().release(fqdn)
+        self._served.discard(fqdn)
         log.info("acme-dns account deleted username=%s", username)
         return record

@@ -2,8 +2,9 @@
 
 A token reads ``d01_<key>_<secret>``: ``key`` (64 bits, not secret) finds the stored
 record, the secret carries 256 random bits, and only SHA-256 of the whole token is
-kept, compared in constant time. Every request reads the store, so a revocation made
-by another process (the CLI) takes effect at once.
+kept, compared in constant time. Token records are cached only while the store's token
+generation stays the same; any token change, by any replica or process (the CLI
+included), moves it on, so a revocation takes effect at once everywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -137,10 +139,35 @@ def issue_token(
     return IssuedToken(secret=secret, record=record)
 
 
+TOKEN_CACHE_SIZE = 4096
+
+
 class Authenticator:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = TOKEN_CACHE_SIZE,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._cache: OrderedDict[str, tuple[int, TokenRecord | None]] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def _token(self, key: str) -> TokenRecord | None:
+        """The stored token with this key, from the cache while no token has changed."""
+        generation = await self._store.token_generation()
+        cached = self._cache.get(key)
+        if cached is not None and generation is not None and cached[0] == generation:
+            self._cache.move_to_end(key)
+            return cached[1]
+        record = await self._store.token_by_key(key)
+        if generation is not None:
+            self._cache[key] = (generation, record)
+            self._cache.move_to_end(key)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return record
 
     async def authenticate(
         self, secret: str | None, source: Callable[[], IPAddress | None]
@@ -149,7 +176,7 @@ class Authenticator:
         if not secret:
             raise UnauthorizedError("send 'Authorization: Bearer <token>'")
         match = _TOKEN_SHAPE.fullmatch(secret)
-        record = await self._store.token_by_key(match.group(1)) if match else None
+        record = await self._token(match.group(1)) if match else None
         expected = record.digest if record is not None else _DUMMY_DIGEST
         if not hmac.compare_digest(digest_token(secret), expected) or record is None:
             raise UnauthorizedError("the token is not valid")

@@ -91,31 +91,32 @@ class ServiceSolver:
             raise SolverError(handle.domain, exc.detail, status=exc.status, code=exc.code) from None
 
 
+CLAIM_SECONDS = 30.0
+"""How long a replica's claim on an order it runs lasts; it renews it a third of the way."""
+
+
 class CertificateService:
+    """Runs certificate orders. The replica that runs one holds a claim on it in the
+    store; when that replica stops or dies, the claim lapses and the leader runs the
+    order again from its CSR (``resume``), so no order is lost with a replica."""
+
     def __init__(
         self,
         store: Store,
         service: ChallengeService,
         watch: PropagationWatch | None,
         settings: AcmeSettings,
+        *,
+        replica: str = "local",
     ) -> None:
         self.store = store
         self._service = service
         self._watch = watch
         self._settings = settings
+        self._replica = replica
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._clients: dict[str, AcmeClient] = {}
         self._account_lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        """Orders cut short by a restart are marked failed, not resumed with no token."""
-        for order in await self.store.pending_orders():
-            await self.store.finish_order(
-                order.id,
-                OrderState.INVALID,
-                time.time(),
-                error=_problem_json("interrupted", "the broker restarted; submit the CSR again"),
-            )
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
@@ -126,6 +127,8 @@ class CertificateService:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        with contextlib.suppress(BrokerError):
+            await self.store.release_claims(self._replica)
 
     async def submit(self, principal: Principal, csr_pem: str) -> CertificateOrderRecord:
         try:
@@ -149,14 +152,61 @@ class CertificateService:
             state=OrderState.PENDING,
             created_at=now,
             updated_at=now,
+            claimed_by=self._replica,
+            claimed_until=now + CLAIM_SECONDS,
         )
         await self.store.create_order(order)
-        task = asyncio.create_task(self._run(order, csr, principal), name=f"order-{order.id}")
-        self._tasks[order.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(order.id, None))
+        self._start(order, csr)
         log.info("certificate order submitted id=%s names=%s owner=%s", order.id,
                  ",".join(names), principal.name)  # fmt: skip
         return order
+
+    async def resume(self) -> int:
+        """Run the pending orders whose replica stopped (their claims lapsed); the
+        owner's token must still be live. Return how many were taken over."""
+        now = time.time()
+        claimed = await self.store.claim_orders(self._replica, now, now + CLAIM_SECONDS)
+        if not claimed:
+            return 0
+        live = {t.name for t in await self.store.list_tokens() if _live(t.expires_at, now)}
+        for order in claimed:
+            if order.id in self._tasks:
+                continue
+            if order.owner not in live:
+                await self.store.finish_order(
+                    order.id, OrderState.INVALID, now,
+                    error=_problem_json(
+                        "interrupted", "its replica stopped and the token that submitted it "
+                        "is no longer valid; submit the CSR again with a valid token",
+                    ),
+                )  # fmt: skip
+                continue
+            log.info("resuming certificate order id=%s of %s", order.id, order.owner)
+            self._start(order, load_csr(order.csr_pem))
+        return len(claimed)
+
+    def _start(self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest) -> None:
+        task = asyncio.create_task(self._claimed(order, csr), name=f"order-{order.id}")
+        self._tasks[order.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(order.id, None))
+
+    async def _claimed(
+        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest
+    ) -> None:
+        """Run the order while renewing this replica's claim on it."""
+        renewing = asyncio.create_task(self._renew_claim(order.id))
+        try:
+            await self._run(order, csr)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_claim(self, order_id: str) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_SECONDS / 3)
+            with contextlib.suppress(BrokerError):
+                await self.store.extend_claim(order_id, self._replica, time.time() + CLAIM_SECONDS)
 
     async def get(self, principal: Principal, order_id: str) -> CertificateOrderRecord:
         order = await self.store.order(order_id)
@@ -171,10 +221,10 @@ class CertificateService:
                 await asyncio.wait_for(asyncio.shield(task), seconds)
 
     async def _run(
-        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest, owner: Principal
+        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest
     ) -> None:
         principal = Principal(
-            name=owner.name,
+            name=order.owner,
             scopes=tuple(Scope(ChallengeTarget.from_domain(n).base, False) for n in order.names),
             admin=False,
         )
@@ -257,6 +307,10 @@ def read_or_create_secret(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as handle:
         handle.write(secret + b"\n")
     return secret
+
+
+def _live(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
 
 
 def _problem_json(code: str, detail: str, **extra: Any) -> str:

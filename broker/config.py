@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -111,19 +112,45 @@ class DnsSettings(_Section):
 
 class StoreSettings(_Section):
     url: Secret = Field(default_factory=lambda: SecretStr("sqlite:///var/broker.db"))
+    password: Secret | None = Field(
+        None, description="PostgreSQL password when the URL carries none (env:/file: reference)"
+    )
+    pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per replica")
+    timeout: Duration = Field(5.0, description="PostgreSQL connect and statement timeout")
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith("sqlite:///"):
-            raise ValueError(
-                "store url must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH"
-            )
-        return value
+        text = value.get_secret_value()
+        if text.startswith("sqlite:///"):
+            return value
+        if text.startswith(("postgresql://", "postgres://")):
+            parsed = urlsplit(text)
+            _ = parsed.port  # a port that is no number raises ValueError here
+            if not parsed.hostname and "host=" not in parsed.query:
+                raise ValueError("a PostgreSQL store url needs a host: postgresql://USER@HOST/DB")
+            return value
+        raise ValueError(
+            "store url must be sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_secret_value().startswith("sqlite:///")
 
     @property
     def sqlite_path(self) -> Path:
         return Path(self.url.get_secret_value().removeprefix("sqlite:///"))
+
+    def describe(self) -> str:
+        """The store without its password, for logs and ``config check``."""
+        if self.is_sqlite:
+            return f"sqlite {self.sqlite_path}"
+        parsed = urlsplit(self.url.get_secret_value())
+        host = parsed.hostname or "(socket)"
+        port = f":{parsed.port}" if parsed.port else ""
+        return f"postgresql {parsed.username or ''}@{host}{port}{parsed.path}"
 
 
 class AuthSettings(_Section):

@@ -77,6 +77,17 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "dns01_broker_leader",
+            "1 while this replica leads (expires leases, resumes orders), else 0",
+            registry=self.registry,
+        )
+        self.store_changes = Counter(
+            "dns01_broker_store_changes",
+            "Changes other replicas made, applied here, by kind (txt, token, registration, resync)",
+            ["kind"],
+            registry=self.registry,
+        )
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 

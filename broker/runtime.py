@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,10 +31,16 @@ from broker.certificates import CertificateService
 from broker.config import Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
-from broker.errors import BrokerError, ProviderFailureError
+from broker.errors import (
+    BrokerError,
+    ConflictError,
+    ProviderFailureError,
+    StoreUnavailableError,
+)
 from broker.metrics import Metrics
 from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
+from broker.replicas import ReplicaSync
 from broker.service import ChallengeService, ZoneRouter
 from broker.store import Store
 from broker.store.sqlite import SqliteStore
@@ -49,7 +57,21 @@ PROVIDER_CHECK_TTL = 30.0
 
 
 def open_store(settings: Settings) -> Store:
-    return SqliteStore(settings.store.sqlite_path)
+    """The configured store, not yet opened."""
+    store = settings.store
+    if store.is_sqlite:
+        return SqliteStore(store.sqlite_path)
+    try:
+        from broker.store.postgres import PostgresStore  # noqa: PLC0415 - an optional extra
+    except ImportError as exc:
+        raise StoreUnavailableError(
+            f"a PostgreSQL store needs the postgres extra: pip install 'dns01-broker[postgres]' "
+            f"({exc})"
+        ) from None
+    password = None if store.password is None else store.password.get_secret_value()
+    return PostgresStore(
+        store.url.get_secret_value(), password, pool_size=store.pool_size, timeout=store.timeout
+    )
 
 
 class Broker:
@@ -69,6 +91,10 @@ class Broker:
         self._provider_health = ProviderHealth()
         self.watch: PropagationWatch | None = None
         self.certificates: CertificateService | None = None
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.replica_sync: ReplicaSync | None = None
+        self.reconciler: Reconciler | None = None
+        self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -114,6 +140,17 @@ class Broker:
                 hash_key=None if hash_key is None else hash_key.get_secret_value(),
             )
             await self.acmedns.open()
+        feed = self.store.changes()
+        if feed is not None:
+            self.replica_sync = ReplicaSync(
+                self.store,
+                feed,
+                self.providers,
+                self.acmedns,
+                self.metrics,
+                txt_ttl=self.settings.challenges.txt_ttl,
+            )
+            self._sync_task = asyncio.create_task(self.replica_sync.run(), name="replica-sync")
         if self.settings.dns.enabled:
             self.dns_server = DnsServer(
                 self.zone_set,
@@ -130,14 +167,19 @@ class Broker:
             self.settings.propagation,
             local_nameservers=local_nameservers(self.settings, listeners),
         )
-        self.watch = PropagationWatch(self.checker, self.metrics)
+        self.watch = PropagationWatch(self.checker, self.metrics, self.store)
         self.certificates = CertificateService(
-            self.store, self.service, self.watch, self.settings.acme
+            self.store, self.service, self.watch, self.settings.acme, replica=self.replica
         )
-        await self.certificates.open()
         await self._start_http()
-        reconciler = Reconciler(self.service, self.settings.challenges.reconcile_interval)
-        self._reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
+        self.reconciler = Reconciler(
+            self.service,
+            self.settings.challenges.reconcile_interval,
+            self.store.leadership(),
+            self.metrics,
+            duties=[self.certificates.resume],
+        )
+        self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 
     def _make_provider(self, name: str, settings: Any) -> DnsProvider:
         return make_provider(name, settings, self.zone_set)
@@ -184,6 +226,11 @@ class Broker:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
         if self.certificates is not None:
             await self.certificates.close()
             self.certificates = None
@@ -211,6 +258,8 @@ class Broker:
             checks["store"] = {"ok": True}
         except (BrokerError, TimeoutError) as exc:
             checks["store"] = {"ok": False, "detail": str(exc) or "timed out"}
+        if self.replica_sync is not None:
+            checks["changes"] = self.replica_sync.readiness()
         if self.dns_server is not None:
             checks["dns"] = await self._dns_readiness()
         for name, provider in self.providers.items():
@@ -241,7 +290,12 @@ class Broker:
         path = self.settings.auth.bootstrap_token_file
         issued = issue_token("admin", [], admin=True)
         write_secret_file(path, issued.secret)
-        await self.store.create_token(issued.record)
+        try:
+            await self.store.create_token(issued.record)
+        except ConflictError:
+            path.unlink(missing_ok=True)
+            log.info("another replica made the bootstrap admin token at the same moment")
+            return
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
 
 

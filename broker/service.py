@@ -1,7 +1,8 @@
 """Present, cleanup and status: the contract every face (HTTP, CLI, compat) shares.
 
 Present appends and is idempotent; cleanup removes exactly one value and is a no-op
-for an unknown one. Writes to one RRset are serialized. The store is written first
+for an unknown one. Writes to one RRset are serialized (across replicas too, where the
+provider needs it). The store is written first
 (the intent), then the provider, so a crash in between is healed by the reconciler;
 a provider failure on a new record undoes the store write.
 """
@@ -142,7 +143,7 @@ class ChallengeService:
             expires_at=now + self._lease(lease),
             delegated_from=None if write_at == target.fqdn else target.fqdn,
         )
-        async with self._locks.hold(route.provider.name, write_at):
+        async with self._hold(route.provider, write_at):
             stored = await self.store.put_challenge(candidate, self.settings.max_values_per_name)
             if stored is None and evict_oldest:
                 oldest = await self.store.oldest_live(write_at)
@@ -181,11 +182,22 @@ class ChallengeService:
         principal.require_challenge(target.base, target.fqdn)
         write_at = await self._write_target(target)
         route = self.router.route(write_at)
-        async with self._locks.hold(route.provider.name, write_at):
+        async with self._hold(route.provider, write_at):
             record = await self.store.live_challenge(write_at, value)
             if record is None:
                 return None
             return await self._end(route, record, ChallengeState.REMOVED, principal.name)
+
+    @asynccontextmanager
+    async def _hold(self, provider: DnsProvider, fqdn: str) -> AsyncIterator[None]:
+        """Writes to one RRset take turns: within this process always, and across
+        replicas too where the provider rewrites whole RRsets."""
+        async with self._locks.hold(provider.name, fqdn):
+            if provider.capabilities.rewrites_rrset:
+                async with self.store.rrset_lock(provider.name, fqdn):
+                    yield
+            else:
+                yield
 
     async def _write_target(self, target: ChallengeTarget) -> str:
         if self.delegation is None:
@@ -205,7 +217,7 @@ class ChallengeService:
         for due in await self.store.due_challenges(self._clock()):
             try:
                 route = Route(self._provider_of(due), due.zone)
-                async with self._locks.hold(due.provider, due.fqdn):
+                async with self._hold(route.provider, due.fqdn):
                     record = await self.store.challenge(due.id)
                     if record is None or record.state is not ChallengeState.PRESENT:
                         continue

@@ -48,6 +48,9 @@ class Change:
 class Capabilities:
     applies_synchronously: bool = True
     merges_concurrent_changes: bool = False
+    rewrites_rrset: bool = False
+    """A change writes the whole RRset as read just before (Route53's UPSERT): writers in
+    other processes must take turns, or one of them loses the other's value."""
 
 
 class DnsProvider(ABC):

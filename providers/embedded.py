@@ -181,6 +181,21 @@ class EmbeddedZone:
         self._changed(name)
         return True
 
+    def set_txt(self, name: str, values: list[str], ttl: int) -> bool:
+        """Make ``values`` (in order) the TXT values at ``name``; False when they were."""
+        if self._txt.get(name, []) == values and (not values or self._txt_ttl.get(name) == ttl):
+            return False
+        if values:
+            self._txt[name], self._txt_ttl[name] = list(values), ttl
+        else:
+            self._txt.pop(name, None)
+            self._txt_ttl.pop(name, None)
+        self._changed(name)
+        return True
+
+    def txt_names(self) -> list[str]:
+        return list(self._txt)
+
     def txt_values(self, name: str) -> list[str]:
         return list(self._txt.get(name, ()))
 
@@ -342,6 +357,22 @@ class EmbeddedProvider(DnsProvider):
 
     async def list_txt(self, zone: str, name: str) -> list[str]:
         return self._zone(zone).txt_values(name)
+
+    def replace_txt(self, zone: str, name: str, values: list[str], ttl: int) -> None:
+        """Serve exactly ``values`` at ``name``: what the store holds, after another
+        replica changed it."""
+        self._zone(zone).set_txt(name, values, ttl)
+
+    def load_txt(self, values: Mapping[tuple[str, str], list[str]], ttl: int) -> None:
+        """Serve exactly ``values`` ((zone, name) -> values) in every zone; names not in it
+        lose their TXT values."""
+        for zone_name, zone in self._by_name.items():
+            wanted = {name: v for (z, name), v in values.items() if z == zone_name}
+            for name in zone.txt_names():
+                if name not in wanted:
+                    zone.set_txt(name, [], ttl)
+            for name, name_values in wanted.items():
+                zone.set_txt(name, name_values, ttl)
 
 
 def _address_rdata(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dns.rdata.Rdata:

@@ -107,7 +107,7 @@ class Route53Settings(CloudApiSettings):
 
 class Route53Provider(BatchedProvider):
     capabilities: ClassVar[Capabilities] = Capabilities(
-        applies_synchronously=False, merges_concurrent_changes=True
+        applies_synchronously=False, merges_concurrent_changes=True, rewrites_rrset=True
     )
 
     def __init__(self, name: str, settings: Route53Settings) -> None:

@@ -98,7 +98,7 @@ async def get_challenge(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     record = await context(request).service.get(principal, request.match_info["id"])
     watch = context(request).watch
-    report = None if watch is None else watch.latest(record.id)
+    report = None if watch is None else await watch.latest(record.id)
     return web.json_response(challenge_json(record, report))
 
 

@@ -107,6 +107,17 @@ class PropagationReport:
             "error": self.error,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PropagationReport:
+        """The report ``to_json`` gave (as kept in the store)."""
+        return cls(
+            **{
+                **data,
+                "servers": tuple(ServerState(**server) for server in data["servers"]),
+                "resolvers": tuple(ResolverState(**resolver) for resolver in data["resolvers"]),
+            }
+        )
+
 
 def is_ready(servers: Iterable[ServerState], policy: Policy) -> bool:
     """``all``: every address answered with the value. ``quorum``: more than half of

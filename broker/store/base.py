@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+
+from broker.store.changes import ChangeFeed, Leadership
 
 
 class ChallengeState(enum.StrEnum):
@@ -92,6 +95,9 @@ class CertificateOrderRecord:
     fullchain_pem: str | None = None
     error: str | None = None
     """JSON: the CA's problem document (or the broker's) when the order failed."""
+    claimed_by: str | None = None
+    """The replica running the order, while ``claimed_until`` has not passed."""
+    claimed_until: float | None = None
 
 
 class Store(ABC):
@@ -211,3 +217,47 @@ class Store(ABC):
     @abstractmethod
     async def rehash_registration(self, username: str, key_hash: str) -> None:
         """Replace a registration's password hash (and drop an imported bcrypt hash)."""
+
+    @abstractmethod
+    async def live_at(self, fqdn: str) -> list[ChallengeRecord]:
+        """The live records at ``fqdn``, oldest first."""
+
+    @abstractmethod
+    async def put_report(self, challenge_id: str, report: str, at: float) -> None:
+        """Keep a record's latest propagation report (JSON), replacing the one before."""
+
+    @abstractmethod
+    async def report(self, challenge_id: str) -> str | None: ...
+
+    @abstractmethod
+    async def claim_orders(
+        self, replica: str, now: float, until: float
+    ) -> list[CertificateOrderRecord]:
+        """Claim, for ``replica`` until ``until``, every pending order whose claim has
+        lapsed (its replica stopped or died); return them."""
+
+    @abstractmethod
+    async def extend_claim(self, order_id: str, replica: str, until: float) -> bool:
+        """Extend ``replica``'s claim on a pending order; False when it holds none."""
+
+    @abstractmethod
+    async def release_claims(self, replica: str) -> None:
+        """Let other replicas take over ``replica``'s pending orders at once."""
+
+    @abstractmethod
+    async def token_generation(self) -> int | None:
+        """A number that changes whenever any token changes, written by any process; None
+        when that cannot be known now (cached tokens must then not be trusted)."""
+
+    def changes(self) -> ChangeFeed | None:
+        """The feed of changes other replicas make, where the store has one."""
+        return None
+
+    @abstractmethod
+    def leadership(self) -> Leadership:
+        """Who among the replicas runs the reconciler."""
+
+    @abstractmethod
+    def rrset_lock(self, provider: str, fqdn: str) -> AbstractAsyncContextManager[None]:
+        """Held across replicas while one of them rewrites the RRset at ``fqdn`` of a
+        provider whose changes rewrite whole RRsets from a read of them."""

@@ -24,7 +24,8 @@ CHALLENGE_COLUMNS = (
 REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt"
 ACCOUNT_COLUMNS = "directory, url, key_pem, created_at"
 ORDER_COLUMNS = (
-    "id, owner, names, csr_pem, directory, state, created_at, updated_at, fullchain_pem, error"
+    "id, owner, names, csr_pem, directory, state, created_at, updated_at, fullchain_pem, error, "
+    "claimed_by, claimed_until"
 )
 
 
@@ -102,11 +103,15 @@ def order_row(order: CertificateOrderRecord) -> Row:
         order.updated_at,
         order.fullchain_pem,
         order.error,
+        order.claimed_by,
+        order.claimed_until,
     )
 
 
 def order_from_row(row: Row) -> CertificateOrderRecord:
-    id_, owner, names, csr_pem, directory, state, created, updated, fullchain, error = row
+    id_, owner, names, csr_pem, directory, state, created, updated, fullchain, error, by, until = (
+        row
+    )
     return CertificateOrderRecord(
         id=id_,
         owner=owner,
@@ -118,6 +123,8 @@ def order_from_row(row: Row) -> CertificateOrderRecord:
         updated_at=updated,
         fullchain_pem=fullchain,
         error=error,
+        claimed_by=by,
+        claimed_until=until,
     )
 
 

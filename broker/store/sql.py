@@ -1,0 +1,308 @@
+"""What the SQL stores share: every statement both engines run alike, written once.
+
+Statements use ``?`` placeholders; a store for an engine that numbers its parameters
+rewrites them (``postgres.numbered``). A store supplies three primitives — read rows,
+write and read back rows, write and count rows — and the statements that differ.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+from broker.errors import ConflictError
+from broker.store.base import (
+    AcmeAccountRecord,
+    CertificateOrderRecord,
+    ChallengeRecord,
+    ChallengeState,
+    OrderState,
+    RegistrationRecord,
+    Store,
+    TokenRecord,
+)
+from broker.store.rows import (
+    ACCOUNT_COLUMNS,
+    CHALLENGE_COLUMNS,
+    ORDER_COLUMNS,
+    REGISTRATION_COLUMNS,
+    TOKEN_COLUMNS,
+    Row,
+    challenge_from_row,
+    order_from_row,
+    order_row,
+    registration_from_row,
+    registration_row,
+    token_from_row,
+    token_row,
+)
+
+
+class DuplicateRowError(Exception):
+    """A write broke a uniqueness constraint."""
+
+
+def _values(columns: str) -> str:
+    return ",".join("?" * (columns.count(",") + 1))
+
+
+class SqlStore(Store):
+    @abstractmethod
+    async def _select(self, sql: str, params: Row = ()) -> list[Row]:
+        """Rows of a read."""
+
+    @abstractmethod
+    async def _modify(self, sql: str, params: Row = ()) -> list[Row]:
+        """Rows a write returns; DuplicateRowError when it breaks a unique index."""
+
+    @abstractmethod
+    async def _modify_count(self, sql: str, params: Row = ()) -> int:
+        """How many rows a write changed."""
+
+    async def _select_one(self, sql: str, params: Row = ()) -> Row | None:
+        rows = await self._select(sql, params)
+        return rows[0] if rows else None
+
+    async def _modify_one(self, sql: str, params: Row = ()) -> Row | None:
+        rows = await self._modify(sql, params)
+        return rows[0] if rows else None
+
+    async def create_token(self, token: TokenRecord) -> None:
+        sql = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ({_values(TOKEN_COLUMNS)})"
+        try:
+            await self._modify_count(sql, token_row(token))
+        except DuplicateRowError:
+            raise ConflictError(
+                f"a token named {token.name!r} already exists: revoke it or choose another name"
+            ) from None
+
+    async def token_by_key(self, key: str) -> TokenRecord | None:
+        row = await self._select_one(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE key = ?", (key,))
+        return None if row is None else token_from_row(row)
+
+    async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = await self._select(f"SELECT {TOKEN_COLUMNS} FROM tokens {where} ORDER BY name")
+        return [token_from_row(row) for row in rows]
+
+    async def revoke_token(self, name: str, at: float) -> TokenRecord | None:
+        row = await self._modify_one(
+            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
+            f"RETURNING {TOKEN_COLUMNS}",
+            (at, name),
+        )
+        return None if row is None else token_from_row(row)
+
+    async def count_tokens(self) -> int:
+        row = await self._select_one("SELECT count(*) FROM tokens")
+        return int(row[0]) if row else 0
+
+    async def live_challenge(self, fqdn: str, value: str) -> ChallengeRecord | None:
+        row = await self._select_one(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges "
+            "WHERE fqdn = ? AND value = ? AND state = 'present'",
+            (fqdn, value),
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def challenge(self, challenge_id: str) -> ChallengeRecord | None:
+        row = await self._select_one(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?", (challenge_id,)
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def end_challenge(
+        self, challenge_id: str, state: ChallengeState, at: float
+    ) -> ChallengeRecord | None:
+        row = await self._modify_one(
+            "UPDATE challenges SET state = ?, ended_at = ? WHERE id = ? AND state = 'present' "
+            f"RETURNING {CHALLENGE_COLUMNS}",
+            (state.value, at, challenge_id),
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def delete_challenge(self, challenge_id: str) -> None:
+        await self._modify_count("DELETE FROM challenges WHERE id = ?", (challenge_id,))
+
+    async def live_challenges(self) -> list[ChallengeRecord]:
+        rows = await self._select(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'present' "
+            "ORDER BY created_at"
+        )
+        return [challenge_from_row(row) for row in rows]
+
+    async def live_at(self, fqdn: str) -> list[ChallengeRecord]:
+        rows = await self._select(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE fqdn = ? AND state = 'present' "
+            "ORDER BY created_at",
+            (fqdn,),
+        )
+        return [challenge_from_row(row) for row in rows]
+
+    async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:
+        rows = await self._select(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges "
+            "WHERE state = 'present' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        )
+        return [challenge_from_row(row) for row in rows]
+
+    async def count_live(self) -> int:
+        row = await self._select_one("SELECT count(*) FROM challenges WHERE state = 'present'")
+        return int(row[0]) if row else 0
+
+    async def oldest_live(self, fqdn: str) -> ChallengeRecord | None:
+        row = await self._select_one(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE fqdn = ? AND state = 'present' "
+            "ORDER BY created_at LIMIT 1",
+            (fqdn,),
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def secret(self, name: str, make: str) -> str:
+        row = await self._select_one("SELECT value FROM secrets WHERE name = ?", (name,))
+        if row is None:
+            row = await self._modify_one(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = secrets.value RETURNING value",
+                (name, make),
+            )
+        assert row is not None
+        return str(row[0])
+
+    async def create_registration(self, registration: RegistrationRecord) -> None:
+        sql = (
+            f"INSERT INTO registrations ({REGISTRATION_COLUMNS}) "
+            f"VALUES ({_values(REGISTRATION_COLUMNS)})"
+        )
+        try:
+            await self._modify_count(sql, registration_row(registration))
+        except DuplicateRowError:
+            raise ConflictError(
+                f"registration {registration.username} or subdomain "
+                f"{registration.subdomain} already exists"
+            ) from None
+
+    async def registration(self, username: str) -> RegistrationRecord | None:
+        row = await self._select_one(
+            f"SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE username = ?", (username,)
+        )
+        return None if row is None else registration_from_row(row)
+
+    async def list_registrations(self) -> list[RegistrationRecord]:
+        rows = await self._select(
+            f"SELECT {REGISTRATION_COLUMNS} FROM registrations ORDER BY created_at, username"
+        )
+        return [registration_from_row(row) for row in rows]
+
+    async def delete_registration(self, username: str) -> RegistrationRecord | None:
+        row = await self._modify_one(
+            f"DELETE FROM registrations WHERE username = ? RETURNING {REGISTRATION_COLUMNS}",
+            (username,),
+        )
+        return None if row is None else registration_from_row(row)
+
+    async def rehash_registration(self, username: str, key_hash: str) -> None:
+        await self._modify_count(
+            "UPDATE registrations SET key_hash = ?, legacy_bcrypt = NULL WHERE username = ?",
+            (key_hash, username),
+        )
+
+    async def acme_account(self, directory: str) -> AcmeAccountRecord | None:
+        row = await self._select_one(
+            f"SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE directory = ?", (directory,)
+        )
+        return None if row is None else AcmeAccountRecord(*row)
+
+    async def put_acme_account(self, account: AcmeAccountRecord) -> AcmeAccountRecord:
+        row = await self._modify_one(
+            f"INSERT INTO acme_accounts ({ACCOUNT_COLUMNS}) VALUES (?,?,?,?) "
+            "ON CONFLICT (directory) DO UPDATE SET directory = acme_accounts.directory "
+            f"RETURNING {ACCOUNT_COLUMNS}",
+            (account.directory, account.url, account.key_pem, account.created_at),
+        )
+        assert row is not None
+        return AcmeAccountRecord(*row)
+
+    async def create_order(self, order: CertificateOrderRecord) -> None:
+        await self._modify_count(
+            f"INSERT INTO certificate_orders ({ORDER_COLUMNS}) VALUES ({_values(ORDER_COLUMNS)})",
+            order_row(order),
+        )
+
+    async def order(self, order_id: str) -> CertificateOrderRecord | None:
+        row = await self._select_one(
+            f"SELECT {ORDER_COLUMNS} FROM certificate_orders WHERE id = ?", (order_id,)
+        )
+        return None if row is None else order_from_row(row)
+
+    async def pending_orders(self) -> list[CertificateOrderRecord]:
+        rows = await self._select(
+            f"SELECT {ORDER_COLUMNS} FROM certificate_orders WHERE state = 'pending' "
+            "ORDER BY created_at"
+        )
+        return [order_from_row(row) for row in rows]
+
+    async def finish_order(
+        self,
+        order_id: str,
+        state: OrderState,
+        at: float,
+        *,
+        fullchain_pem: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._modify_count(
+            "UPDATE certificate_orders SET state = ?, updated_at = ?, fullchain_pem = ?, "
+            "error = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            (state.value, at, fullchain_pem, error, order_id),
+        )
+
+    async def claim_orders(
+        self, replica: str, now: float, until: float
+    ) -> list[CertificateOrderRecord]:
+        rows = await self._modify(
+            "UPDATE certificate_orders SET claimed_by = ?, claimed_until = ? "
+            "WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < ?) "
+            f"RETURNING {ORDER_COLUMNS}",
+            (replica, until, now),
+        )
+        return sorted((order_from_row(row) for row in rows), key=lambda o: o.created_at)
+
+    async def extend_claim(self, order_id: str, replica: str, until: float) -> bool:
+        changed = await self._modify_count(
+            "UPDATE certificate_orders SET claimed_until = ? "
+            "WHERE id = ? AND claimed_by = ? AND state = 'pending'",
+            (until, order_id, replica),
+        )
+        return changed > 0
+
+    async def release_claims(self, replica: str) -> None:
+        await self._modify_count(
+            "UPDATE certificate_orders SET claimed_until = NULL "
+            "WHERE claimed_by = ? AND state = 'pending'",
+            (replica,),
+        )
+
+    async def put_report(self, challenge_id: str, report: str, at: float) -> None:
+        await self._modify_count(
+            "INSERT INTO propagation_reports (challenge_id, report, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (challenge_id) DO UPDATE SET report = excluded.report, "
+            "updated_at = excluded.updated_at",
+            (challenge_id, report, at),
+        )
+
+    async def report(self, challenge_id: str) -> str | None:
+        row = await self._select_one(
+            "SELECT report FROM propagation_reports WHERE challenge_id = ?", (challenge_id,)
+        )
+        return None if row is None else str(row[0])
+
+    async def purge_ended(self, before: float) -> int:
+        await self._modify_count(
+            "DELETE FROM propagation_reports WHERE challenge_id IN (SELECT id FROM challenges "
+            "WHERE state != 'present' AND ended_at < ?)",
+            (before,),
+        )
+        return await self._modify_count(
+            "DELETE FROM challenges WHERE state != 'present' AND ended_at < ?", (before,)
+        )
