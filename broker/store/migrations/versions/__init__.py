@@ -1,0 +1,1 @@
+"""Alembic revisions of the SQL stores, in order: 0001, 0002, ..."""
