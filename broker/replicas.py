@@ -9,13 +9,14 @@ need nothing here: the authenticator's cache follows the store's token generatio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from broker.acmedns import AcmeDnsAccounts
 from broker.metrics import Metrics
-from broker.store import Store
+from broker.service import ChallengeService
 from broker.store.changes import (
     ChangeFeed,
     RegistrationChanged,
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class ReplicaSync:
     def __init__(
         self,
-        store: Store,
+        service: ChallengeService,
         feed: ChangeFeed,
         providers: Mapping[str, DnsProvider],
         acmedns: AcmeDnsAccounts | None,
@@ -41,7 +42,8 @@ class ReplicaSync:
         *,
         txt_ttl: int,
     ) -> None:
-        self._store = store
+        self._service = service
+        self._store = service.store
         self._feed = feed
         self._embedded = {
             name: provider
@@ -51,6 +53,16 @@ class ReplicaSync:
         self._acmedns = acmedns
         self._metrics = metrics
         self._ttl = txt_ttl
+        self._loaded = asyncio.Event()
+
+    async def wait_loaded(self, seconds: float) -> bool:
+        """Wait until the first reload is done (a replica starting serves nothing older
+        than the store); False when it took longer than ``seconds``."""
+        try:
+            await asyncio.wait_for(self._loaded.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def readiness(self) -> dict[str, Any]:
         if self._feed.connected:
@@ -63,6 +75,7 @@ class ReplicaSync:
     async def apply(self, change: StoreChange) -> None:
         if isinstance(change, Resync):
             await self._reload()
+            self._loaded.set()
             kind = "resync"
         elif isinstance(change, TxtChanged):
             await self._reload_name(change.provider, change.fqdn)
@@ -79,12 +92,13 @@ class ReplicaSync:
     async def _reload(self) -> None:
         if self._embedded:
             values: dict[str, dict[tuple[str, str], list[str]]] = {n: {} for n in self._embedded}
-            for record in await self._store.live_challenges():
-                if record.provider in values:
-                    key = (record.zone, record.fqdn)
-                    values[record.provider].setdefault(key, []).append(record.value)
-            for name, provider in self._embedded.items():
-                provider.load_txt(values[name], self._ttl)
+            async with self._service.writes.exclusive():
+                for record in await self._store.live_challenges():
+                    if record.provider in values:
+                        key = (record.zone, record.fqdn)
+                        values[record.provider].setdefault(key, []).append(record.value)
+                for name, provider in self._embedded.items():
+                    provider.load_txt(values[name], self._ttl)
         if self._acmedns is not None:
             await self._acmedns.reload()
         log.info("reloaded the embedded zones and registrations from the store")
@@ -97,5 +111,6 @@ class ReplicaSync:
             zone = await provider.find_zone(fqdn)
         except ZoneNotFoundError:
             return
-        live = [r.value for r in await self._store.live_at(fqdn) if r.provider == provider_name]
-        provider.replace_txt(zone, fqdn, live, self._ttl)
+        async with self._service.holding(provider_name, fqdn):
+            live = [r.value for r in await self._store.live_at(fqdn) if r.provider == provider_name]
+            provider.replace_txt(zone, fqdn, live, self._ttl)

@@ -143,7 +143,7 @@ class Broker:
         feed = self.store.changes()
         if feed is not None:
             self.replica_sync = ReplicaSync(
-                self.store,
+                self.service,
                 feed,
                 self.providers,
                 self.acmedns,
@@ -151,6 +151,8 @@ class Broker:
                 txt_ttl=self.settings.challenges.txt_ttl,
             )
             self._sync_task = asyncio.create_task(self.replica_sync.run(), name="replica-sync")
+            if not await self.replica_sync.wait_loaded(self.settings.store.timeout):
+                log.warning("starting before the embedded zones could be loaded from the store")
         if self.settings.dns.enabled:
             self.dns_server = DnsServer(
                 self.zone_set,

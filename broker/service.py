@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 from broker.auth import Principal
@@ -88,6 +88,41 @@ class RRsetLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class WriteGate:
+    """Writes of this process pass it side by side; a reload of everything from the
+    store (after another replica's changes went unheard) passes it alone, so no write
+    lands between the reload's read and its apply."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writers = 0
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._writers += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._writers -= 1
+            if self._writers == 0:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
 @dataclass(frozen=True, slots=True)
 class PresentResult:
     record: ChallengeRecord
@@ -112,6 +147,7 @@ class ChallengeService:
         self.metrics = metrics
         self._clock = clock
         self._locks = RRsetLocks()
+        self.writes = WriteGate()
 
     def now(self) -> float:
         return self._clock()
@@ -188,11 +224,16 @@ class ChallengeService:
                 return None
             return await self._end(route, record, ChallengeState.REMOVED, principal.name)
 
+    def holding(self, provider: str, fqdn: str) -> AbstractAsyncContextManager[None]:
+        """This process's turn at one RRset (a replica reloading a name takes it too, so
+        it never applies a read older than a write of its own)."""
+        return self._locks.hold(provider, fqdn)
+
     @asynccontextmanager
     async def _hold(self, provider: DnsProvider, fqdn: str) -> AsyncIterator[None]:
         """Writes to one RRset take turns: within this process always, and across
         replicas too where the provider rewrites whole RRsets."""
-        async with self._locks.hold(provider.name, fqdn):
+        async with self.writes.shared(), self._locks.hold(provider.name, fqdn):
             if provider.capabilities.rewrites_rrset:
                 async with self.store.rrset_lock(provider.name, fqdn):
                     yield

@@ -1,30 +1,70 @@
-"""Shared fixtures: a real broker on ephemeral loopback ports, and the OpenAPI contract."""
+"""Shared fixtures: a real broker on ephemeral loopback ports (its store SQLite, or
+PostgreSQL where a test directory asks for both), and the OpenAPI contract."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
+from pydantic import SecretStr
 
-from broker.config import Settings
+from broker.config import Settings, StoreSettings
 from broker.runtime import Broker
+from tests.peers import PostgresCluster
 from tests.process import Served
 from tests.support import ROOT, Api, OpenApi, Running, write_settings
 
 StartBroker = Callable[..., Awaitable[Running]]
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the session, with a migrated template."""
+    cluster = PostgresCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-async def start_broker(tmp_path: Path) -> AsyncIterator[StartBroker]:
-    """Start brokers (several, or one restarted, share ``tmp_path``); all are stopped after."""
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A database of this test's own, already migrated."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture
+def store_backend() -> str:
+    """Which store the brokers of a test use; tests/broker/api asks for both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def store_settings(store_backend: str, request: pytest.FixtureRequest) -> StoreSettings | None:
+    """The store every broker of the test uses (None: the one its settings name)."""
+    if store_backend == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return StoreSettings(url=SecretStr(url))
+
+
+@pytest.fixture
+async def start_broker(
+    tmp_path: Path, store_settings: StoreSettings | None
+) -> AsyncIterator[StartBroker]:
+    """Start brokers (several, or one restarted, share ``tmp_path`` and the store); all are
+    stopped after."""
     started: list[Broker] = []
     session = aiohttp.ClientSession()
 
     async def start(settings: Settings | None = None) -> Running:
-        broker = Broker(settings or write_settings(tmp_path))
+        settings = settings or write_settings(tmp_path)
+        if store_settings is not None:
+            settings = settings.model_copy(update={"store": store_settings})
+        broker = Broker(settings)
         await broker.start()
         started.append(broker)
         return Running(broker, session, tmp_path)

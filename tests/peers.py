@@ -9,11 +9,16 @@ import shutil
 import socket
 import ssl
 import tempfile
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import psycopg
 
+from broker.store.schema import upgrade_postgresql
 from tests.support import require_binary
 
 
@@ -251,3 +256,46 @@ class Postgres:
             )
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
+
+
+TEMPLATE_DATABASE = "broker_template"
+
+
+class PostgresCluster:
+    """A session's PostgreSQL: a database per test, copied from a migrated template."""
+
+    def __init__(self, server: Postgres) -> None:
+        self.server = server
+        self._made = 0
+
+    @classmethod
+    def start(cls) -> PostgresCluster:
+        server = Postgres()
+        _in_thread(server.start())
+        cluster = cls(server)
+        try:
+            cluster._admin(f"CREATE DATABASE {TEMPLATE_DATABASE}")
+            upgrade_postgresql(server.url(TEMPLATE_DATABASE), None)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def new_database(self) -> str:
+        self._made += 1
+        name = f"test_{os.getpid()}_{self._made}"
+        self._admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+        return self.server.url(name)
+
+    def _admin(self, sql: str) -> None:
+        with psycopg.connect(self.server.url(), autocommit=True) as conn:
+            conn.execute(sql.encode())
+
+    def stop(self) -> None:
+        _in_thread(self.server.stop())
+
+
+def _in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to its end on a loop of its own (callers may be inside one)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
