@@ -37,9 +37,12 @@ def require_binary(name: str) -> str:
     return path
 
 
-def write_config(tmp_path: Path, extra_toml: str = "", *, state: str = "") -> Path:
-    """A config file on ephemeral loopback ports, with the store and token file in
-    ``tmp_path/state`` (which the broker creates)."""
+def write_config(
+    tmp_path: Path, extra_toml: str = "", *, state: str = "", store_url: str | None = None
+) -> Path:
+    """A config file on ephemeral loopback ports, with the token file in
+    ``tmp_path/state`` (which the broker creates), and the store there too unless
+    ``store_url`` names another."""
     state_dir = tmp_path / state if state else tmp_path
     config = tmp_path / "broker.toml"
     config.write_text(
@@ -49,7 +52,7 @@ listen = "127.0.0.1:0"
 [dns]
 listen = ["127.0.0.1:0"]
 [store]
-url = "sqlite:///{state_dir}/broker.db"
+url = "{store_url or f"sqlite:///{state_dir}/broker.db"}"
 [auth]
 bootstrap_token_file = "{state_dir}/admin.token"
 {extra_toml}
