@@ -94,6 +94,7 @@ def upgrade_postgresql(url: str, password: str | None) -> None:
     """Upgrade a PostgreSQL database to HEAD (blocking: run it on a thread)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
     target = make_url(url).set(drivername="postgresql+psycopg")
@@ -105,16 +106,33 @@ def upgrade_postgresql(url: str, password: str | None) -> None:
             connection.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_MIGRATION}, 0)"))
             with _alembic(connection) as (config, command):
                 command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise SchemaError(f"cannot upgrade the schema: {_first_line(exc)}") from None
     finally:
         engine.dispose()
 
 
 @contextmanager
 def _alembic(connection: Any) -> Iterator[tuple[Any, Any]]:
+    """Alembic on ``connection``; whatever fails inside is a SchemaError (the transaction
+    it runs in is rolled back by the caller's ``engine.begin()``)."""
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    yield config, command
+    try:
+        yield config, command
+    except (CommandError, SQLAlchemyError) as exc:
+        raise SchemaError(
+            f"upgrading the schema to version {HEAD} failed, and nothing of it was kept: "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
