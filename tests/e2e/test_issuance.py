@@ -7,7 +7,9 @@ import asyncio
 import os
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker.config import load_settings
+from broker.store import CertificateOrderRecord, OrderState
 from tests.peers import Pebble, free_dns_port, free_port, verify_chain
 from tests.support import Api, Running, write_config
 
@@ -227,3 +230,34 @@ async def test_v1_certificates_refuses_names_outside_the_scope_before_any_acme_c
     )
     assert (status, order["state"]) == (200, "invalid")
     assert order["error"]["detail"]
+
+
+async def test_an_order_whose_replica_died_is_resumed_by_the_leader(world: World, openapi):
+    """The replica that ran these orders is gone: its claims lapsed. The leader runs the
+    one whose token is live to the end, and refuses the one whose token was revoked."""
+    store = world.running.broker.store
+    await world.running.token("web1", ["app.example.test"])
+    now = time.time()
+    orphan = CertificateOrderRecord(
+        id="orphan", owner="web1", names=("app.example.test",),
+        csr_pem=make_csr("app.example.test"), directory=world.pebble.url,
+        state=OrderState.PENDING, created_at=now, updated_at=now,
+        claimed_by="replica-that-died", claimed_until=now - 1,
+    )  # fmt: skip
+    await store.create_order(orphan)
+    await world.running.token("gone", ["app.example.test"])
+    await store.revoke_token("gone", now)
+    await store.create_order(replace(orphan, id="revoked", owner="gone"))
+
+    for _ in range(300):
+        finished = [await store.order(i) for i in ("orphan", "revoked")]
+        if all(o is not None and o.state is not OrderState.PENDING for o in finished):
+            break
+        await asyncio.sleep(0.1)
+    resumed, refused = finished
+    assert resumed is not None
+    assert resumed.state is OrderState.VALID
+    assert resumed.fullchain_pem is not None
+    assert refused is not None
+    assert refused.state is OrderState.INVALID
+    assert "no longer valid" in (refused.error or "")
