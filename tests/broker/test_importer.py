@@ -14,7 +14,6 @@ import bcrypt
 import psycopg
 import pytest
 
-from tests.peers import Postgres
 from tests.support import Running, write_config, write_settings
 
 EXE = str(Path(sys.executable).parent / "dns01-broker")
@@ -129,20 +128,10 @@ async def test_import_refuses_what_is_not_an_acmedns_database(tmp_path):
     assert "is not a file" in err
 
 
-@pytest.fixture
-async def postgres():
-    server = Postgres()
-    try:
-        await server.start()
-        yield server
-    finally:
-        await server.stop()
-
-
 @pytest.mark.timeout(120)
-async def test_imported_postgresql_accounts_keep_working(start_broker, tmp_path, postgres):
+async def test_imported_postgresql_accounts_keep_working(start_broker, tmp_path, postgres_url):
     account = acmedns_account()
-    async with await psycopg.AsyncConnection.connect(postgres.url(), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         for statement in ACMEDNS_SCHEMA.split(";"):
             if statement.strip():
                 await conn.execute(statement)
@@ -154,7 +143,7 @@ async def test_imported_postgresql_accounts_keep_working(start_broker, tmp_path,
         )
     config = write_config(tmp_path)
     code, out, err = await cli(
-        "import", "acme-dns", "--config", str(config), "--db", postgres.url()
+        "import", "acme-dns", "--config", str(config), "--db", postgres_url
     )
     assert code == 0, err
     assert "imported 1 acme-dns account(s)" in out
