@@ -50,6 +50,7 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if level != "DEBUG" else level)
+    logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else level)
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedHttpFilter) for f in server.filters):
         server.addFilter(MalformedHttpFilter())

@@ -11,11 +11,14 @@ as it was. A version this binary does not know was written by a newer broker: re
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HEAD = "0002"
 KNOWN = ("0001", "0002")
@@ -126,6 +129,7 @@ def _alembic(connection: Any) -> Iterator[tuple[Any, Any]]:
     config.attributes["connection"] = connection
     try:
         yield config, command
+        log.info("store schema upgraded to version %s", HEAD)
     except (CommandError, SQLAlchemyError) as exc:
         raise SchemaError(
             f"upgrading the schema to version {HEAD} failed, and nothing of it was kept: "
