@@ -8,8 +8,12 @@ STAMP  := $(VENV)/.installed
 # Debian packages the test suite drives (real peers and servers); installed only as root.
 APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql knot bind9
 LINT_PATHS := broker providers tests $(wildcard bench)
+# Debian packages the benchmarks drive (knot-dnsutils and bind9-dnsutils for knsupdate
+# and nsupdate, certbot's RFC 2136 plugin as a peer); installed only as root.
+BENCH_APT_PACKAGES ?= wrk dnsperf knot knot-dnsutils bind9-dnsutils \
+	python3-certbot-dns-rfc2136 postgresql pebble lego openssl
 
-.PHONY: run test lint format check-tests install apt clean
+.PHONY: run test lint format check-tests install apt bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +42,15 @@ lint: $(STAMP)
 
 test: apt helm $(STAMP) lint
 	$(BIN)/pytest
+
+# Every benchmark of BENCHMARKS.md, each against its reference in the same run.
+bench: $(STAMP)
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+	$(BIN)/python bench/dns/bench.py
+	bench/present/run.sh 10 32 3
+	$(BIN)/python bench/propagation/bench.py --schedule 0.05,1.05,1
+	$(BIN)/python bench/issuance/bench.py
+	$(BIN)/python bench/replicas/bench.py
 
 format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)

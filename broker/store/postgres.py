@@ -63,8 +63,16 @@ class PostgresStore(SqlStore):
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._statements: dict[str, str] = {}
-        self._feed = PostgresChangeFeed(self._connect)
+        self._backends: set[int] = set()
+        self._feed = PostgresChangeFeed(self._connect, self._backends.__contains__)
         self._leadership = AdvisoryLeadership(self._connect)
+
+    async def _remember_backend(self, connection: asyncpg.Connection) -> None:
+        """Note the server process of each pool connection: changes notified by them are
+        this replica's own, already applied to its memory."""
+        backend = connection.get_server_pid()
+        self._backends.add(backend)
+        connection.add_termination_listener(lambda _: self._backends.discard(backend))
 
     async def _connect(self) -> asyncpg.Connection:
         connection: asyncpg.Connection = await asyncpg.connect(
@@ -88,6 +96,8 @@ class PostgresStore(SqlStore):
                 max_size=self._pool_size,
                 timeout=self._timeout,
                 command_timeout=self._timeout,
+                init=self._remember_backend,
+                reset=_rollback_only,
             )
         except SchemaError as exc:
             raise StoreUnavailableError(f"PostgreSQL store: {exc}") from None
@@ -181,6 +191,15 @@ class PostgresStore(SqlStore):
             raise StoreUnavailableError(f"PostgreSQL store: {_why(exc)}") from None
 
 
+async def _rollback_only(connection: asyncpg.Connection) -> None:
+    """What a pool connection needs before its next use. Nothing here leaves session
+    state behind (no LISTEN, SET, cursors or session advisory locks: those live on
+    connections of their own), so asyncpg's full reset, a round trip on every release,
+    is not needed."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 async def _schema_version(connection: asyncpg.Connection) -> str | None:
     try:
         version: str | None = await connection.fetchval("SELECT version_num FROM alembic_version")
@@ -198,10 +217,13 @@ class _ConnectionLost(Exception):
 
 
 class PostgresChangeFeed(ChangeFeed):
-    """One LISTEN connection; reconnects with backoff and resyncs after each connect."""
+    """One LISTEN connection; reconnects with backoff and resyncs after each connect.
+    Changes this replica made itself (``own(backend)``) move the token generation but are
+    not delivered: its memory has them already."""
 
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self, connect: Connect, own: Callable[[int], bool]) -> None:
         self._connect = connect
+        self._own = own
         self._connected = False
         self._error: str | None = "not started"
         self._generation = 0
@@ -230,35 +252,41 @@ class PostgresChangeFeed(ChangeFeed):
 
     async def _listen(self, apply: ApplyChange) -> None:
         connection = await self._connect()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
         try:
             connection.add_termination_listener(lambda _: queue.put_nowait(None))
-            await connection.add_listener(CHANNEL, lambda *args: queue.put_nowait(args[3]))
+            await connection.add_listener(
+                CHANNEL, lambda _, backend, __, payload: queue.put_nowait((backend, payload))
+            )
             self._generation += 1
             await apply(Resync())
             self._connected, self._error = True, None
             log.info("listening for changes from other replicas")
             while True:
                 try:
-                    payload = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the
+                    # cancellation of a stopping broker when the queue wakes at that moment
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        payload = await queue.get()
                 except TimeoutError:
                     await connection.fetchval("SELECT 1", timeout=KEEPALIVE_SECONDS)
                     continue
                 if payload is None:
                     raise _ConnectionLost("the listening connection was closed")
-                await self._deliver(payload, apply)
+                await self._deliver(*payload, apply)
         finally:
             self._connected = False
             connection.terminate()
 
-    async def _deliver(self, payload: str, apply: ApplyChange) -> None:
+    async def _deliver(self, backend: int, payload: str, apply: ApplyChange) -> None:
         change = parse_change(payload)
         if change is None:
             log.warning("ignoring a change notification this broker does not know: %r", payload)
             return
         if isinstance(change, TokenChanged):
             self._generation += 1
-        await apply(change)
+        if not self._own(backend):
+            await apply(change)
 
     def _lost(self, exc: BaseException) -> None:
         reason = _why(exc)
@@ -295,6 +323,17 @@ class AdvisoryLeadership(Leadership):
         return self._held
 
     async def release(self) -> None:
-        connection, self._connection, self._held = self._connection, None, False
-        if connection is not None and not connection.is_closed():
+        """Unlock at once where the connection still works (another replica may take over
+        in its next second), then close it."""
+        connection, held = self._connection, self._held
+        self._connection, self._held = None, False
+        if connection is None or connection.is_closed():
+            return
+        try:
+            if held:
+                await connection.execute(
+                    "SELECT pg_advisory_unlock($1, 0)", LOCK_CLASS_LEADER, timeout=1.0
+                )
+            await connection.close(timeout=1.0)
+        except FAILURES:
             connection.terminate()

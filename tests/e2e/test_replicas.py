@@ -107,8 +107,8 @@ async def test_what_one_replica_is_told_the_other_serves(replicas: StartReplicas
     await eventually(lambda: _serves(b, NAME, [VALUE]))
     status, _ = await b.call("POST", "/v1/cleanup", {"domain": "www.example.test", "value": VALUE})
     assert status == 200
-    assert await a.query(NAME) == ("NXDOMAIN", [])  # the replica that was told: at once
-    await eventually(lambda: _serves(b, NAME, []))
+    assert await b.query(NAME) == ("NXDOMAIN", [])  # the replica that was told: at once
+    await eventually(lambda: _serves(a, NAME, []))
     status, seen_by_a = await a.call("GET", f"/v1/challenges/{record['id']}")
     assert (status, seen_by_a["state"]) == (200, "removed")
 

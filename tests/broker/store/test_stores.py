@@ -157,24 +157,31 @@ async def test_postgresql_caps_values_across_replicas_racing_for_one_name(
             await replica.close()
 
 
-async def test_postgresql_tells_listeners_what_changed(postgres_url: str):
-    store = PostgresStore(postgres_url, None)
-    await store.open()
+async def test_postgresql_tells_a_replica_what_the_others_changed(postgres_url: str):
+    """What another replica writes is delivered; what this one wrote is not (its memory
+    has it), except that its token changes still move its token generation."""
+    listening, other = PostgresStore(postgres_url, None), PostgresStore(postgres_url, None)
+    await listening.open()
+    await other.open()
     seen: list[StoreChange] = []
 
     async def collect(change: StoreChange) -> None:
         seen.append(change)
 
-    feed = store.changes()
+    feed = listening.changes()
     runner = asyncio.create_task(feed.run(collect))
     try:
         await _until(lambda: feed.connected)
-        await store.put_challenge(challenge("v1"), 16)
-        await store.put_challenge(challenge("v1"), 16)  # a lease extension: no change
-        await store.end_challenge("id-v1", ChallengeState.REMOVED, time.time())
+        await other.put_challenge(challenge("v1"), 16)
+        await other.put_challenge(challenge("v1"), 16)  # a lease extension: no change
+        await other.end_challenge("id-v1", ChallengeState.REMOVED, time.time())
         issued = issue_token("web1", ["example.test"])
-        await store.create_token(issued.record)
+        await other.create_token(issued.record)
         await _until(lambda: len(seen) >= 4)
+        before = await listening.token_generation()
+        await listening.put_challenge(challenge("v2"), 16)
+        await listening.create_token(issue_token("web2", ["example.test"]).record)
+        await _until_changed(listening, before)
         await asyncio.sleep(0.1)
         assert seen == [
             Resync(),
@@ -185,7 +192,8 @@ async def test_postgresql_tells_listeners_what_changed(postgres_url: str):
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-        await store.close()
+        await listening.close()
+        await other.close()
 
 
 def _second_handle(store: Store, tmp_path: Path) -> Store:
