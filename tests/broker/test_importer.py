@@ -142,9 +142,7 @@ async def test_imported_postgresql_accounts_keep_working(start_broker, tmp_path,
             (account["username"], hex_hash, account["subdomain"], account["allowfrom"]),
         )
     config = write_config(tmp_path)
-    code, out, err = await cli(
-        "import", "acme-dns", "--config", str(config), "--db", postgres_url
-    )
+    code, out, err = await cli("import", "acme-dns", "--config", str(config), "--db", postgres_url)
     assert code == 0, err
     assert "imported 1 acme-dns account(s)" in out
     running = await start_broker(write_settings(tmp_path))
