@@ -247,6 +247,9 @@ class PostgresChangeFeed(ChangeFeed):
                 await self._listen(apply)
             except (*FAILURES, _ConnectionLost, StoreUnavailableError) as exc:
                 self._lost(exc)
+            except Exception as exc:  # a change it could not apply: start over, say why
+                log.exception("applying other replicas' changes failed; reloading")
+                self._lost(exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 

@@ -2,7 +2,8 @@
 generates requests from the contract (valid and invalid ones, every operation, the
 stateful sequences its links infer) and checks every answer: no 500, no status the
 contract does not list, every body as its schema says, valid requests accepted and
-invalid ones refused. Once with a scoped token, once with the admin token.
+invalid ones refused. With a scoped token and with the admin token on SQLite, and with
+the admin token on PostgreSQL.
 
 The run is bounded (examples per operation) and seeded, so CI is repeatable;
 OPENAPI_FUZZ_SEED and OPENAPI_FUZZ_EXAMPLES explore further by hand.
@@ -51,14 +52,17 @@ async def _schemathesis(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("who", ["scoped", "admin"])
+@pytest.mark.parametrize(
+    ("who", "engine"), [("scoped", "sqlite"), ("admin", "sqlite"), ("admin", "postgresql")]
+)
 async def test_every_operation_keeps_the_contract_under_generated_requests(
-    tmp_path: Path, serve: list[Served], who: str
+    tmp_path: Path, serve: list[Served], who: str, engine: str, request: pytest.FixtureRequest
 ):
     if not ST.exists():
         message = "schemathesis is not installed (make test installs it)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
-    config = write_config(tmp_path, ACME, state="var")
+    url = request.getfixturevalue("postgres_url") if engine == "postgresql" else None
+    config = write_config(tmp_path, ACME, state="var", store_url=url)
     broker = await start(config, serve)
     code, scoped, err = await cli(
         "--config", str(config), "token", "create", "--name", "fuzz",
