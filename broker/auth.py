@@ -38,7 +38,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_PREFIX = "d01_"  # noqa: S105 - a format marker, not a secret
 _TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
-_TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
 
 
@@ -85,7 +85,7 @@ def digest_token(secret: str) -> str:
 
 
 def validate_token_name(name: str) -> str:
-    if not _TOKEN_NAME.fullmatch(name):
+    if not TOKEN_NAME.fullmatch(name):
         raise InvalidRequestError(
             f"token name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit"

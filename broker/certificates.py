@@ -131,6 +131,9 @@ class CertificateService:
             await self.store.release_claims(self._replica)
 
     async def submit(self, principal: Principal, csr_pem: str) -> CertificateOrderRecord:
+        if "\x00" in csr_pem:
+            detail = "the CSR holds a NUL character: send the PEM text alone"
+            raise InvalidRequestError(detail, problems=[FieldProblem("/csr", detail)])
         try:
             csr = load_csr(csr_pem)
         except KeyFormatError as exc:

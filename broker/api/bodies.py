@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -17,6 +18,7 @@ from broker.errors import (
     FieldProblem,
     InvalidRequestError,
     MalformedJsonError,
+    NotFoundError,
 )
 from broker.values import MAX_WAIT_SECONDS, parse_duration
 
@@ -131,6 +133,19 @@ def deadline_seconds(timeout: float | None, pointer: str) -> float | None:
         detail = f"timeout must be more than 0 and at most {MAX_WAIT_SECONDS:g} seconds"
         raise InvalidRequestError(detail, problems=[FieldProblem(pointer, detail)])
     return timeout
+
+
+RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+USERNAME = re.compile(r"[0-9A-Fa-f-]{36}")
+
+
+def path_part(request: web.Request, name: str, shape: re.Pattern[str], what: str) -> str:
+    """A path parameter; one no record could be named by is simply not found (and never
+    reaches the store)."""
+    text = request.match_info[name]
+    if not shape.fullmatch(text):
+        raise NotFoundError(f"no {what} {text!r}")
+    return text
 
 
 def boolean_query(request: web.Request, name: str) -> bool:

@@ -9,9 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from broker.api.bodies import (
+    RECORD_ID,
     OptionalNumber,
     StrictBody,
     deadline_seconds,
+    path_part,
     read_json,
     timestamp,
 )
@@ -68,5 +70,6 @@ async def submit(request: web.Request) -> web.Response:
 
 async def get_order(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    order = await _certificates(request).get(principal, request.match_info["id"])
+    order_id = path_part(request, "id", RECORD_ID, "certificate order")
+    order = await _certificates(request).get(principal, order_id)
     return web.json_response(order_json(order))

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.bodies import ChallengeBody, read_json, timestamp
+from broker.api.bodies import RECORD_ID, ChallengeBody, path_part, read_json, timestamp
 from broker.api.context import authenticate, context
 from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import (
@@ -96,7 +96,8 @@ async def cleanup(request: web.Request) -> web.Response:
 
 async def get_challenge(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    record = await context(request).service.get(principal, request.match_info["id"])
+    challenge_id = path_part(request, "id", RECORD_ID, "challenge")
+    record = await context(request).service.get(principal, challenge_id)
     watch = context(request).watch
     report = None if watch is None else await watch.latest(record.id)
     return web.json_response(challenge_json(record, report))

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.acmedns import AcmeDnsAccounts
-from broker.api.bodies import timestamp
+from broker.api.bodies import USERNAME, path_part, timestamp
 from broker.api.context import authenticate, context
 from broker.errors import NotFoundError
 from broker.store import RegistrationRecord
@@ -43,7 +43,7 @@ async def list_registrations(request: web.Request) -> web.Response:
 async def delete_registration(request: web.Request) -> web.Response:
     (await authenticate(request)).require_admin()
     accounts = _accounts(request)
-    username = request.match_info["username"]
+    username = path_part(request, "username", USERNAME, "acme-dns registration with username")
     record = await accounts.delete(username)
     if record is None:
         raise NotFoundError(f"no acme-dns registration with username {username!r}")

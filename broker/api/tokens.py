@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.bodies import TokenBody, boolean_query, read_json, timestamp
+from broker.api.bodies import TokenBody, boolean_query, path_part, read_json, timestamp
 from broker.api.context import authenticate, context
-from broker.auth import issue_token
+from broker.auth import TOKEN_NAME, issue_token
 from broker.errors import NotFoundError
 from broker.store import TokenRecord
 
@@ -57,7 +57,7 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_admin()
-    name = request.match_info["name"]
+    name = path_part(request, "name", TOKEN_NAME, "live token named")
     record = await context(request).store.revoke_token(name, context(request).service.now())
     if record is None:
         raise NotFoundError(f"no live token named {name!r}")

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
-from broker.errors import StoreUnavailableError
+from broker.errors import InvalidRequestError, StoreUnavailableError
 from broker.store.base import ChallengeRecord
 from broker.store.changes import (
     ApplyChange,
@@ -125,6 +125,8 @@ class PostgresStore(SqlStore):
         return self._pool
 
     async def _select(self, sql: str, params: Row = ()) -> list[Row]:
+        if not _storable(params):
+            return []  # no stored text holds a NUL (PostgreSQL refuses one outright)
         try:
             rows = await self._ready_pool().fetch(self._sql(sql), *params)
         except FAILURES as exc:
@@ -132,6 +134,7 @@ class PostgresStore(SqlStore):
         return [tuple(row) for row in rows]
 
     async def _modify(self, sql: str, params: Row = ()) -> list[Row]:
+        _require_storable(params)
         try:
             rows = await self._ready_pool().fetch(self._sql(sql), *params)
         except asyncpg.UniqueViolationError:
@@ -141,6 +144,7 @@ class PostgresStore(SqlStore):
         return [tuple(row) for row in rows]
 
     async def _modify_count(self, sql: str, params: Row = ()) -> int:
+        _require_storable(params)
         try:
             status = await self._ready_pool().execute(self._sql(sql), *params)
         except asyncpg.UniqueViolationError:
@@ -189,6 +193,15 @@ class PostgresStore(SqlStore):
                 yield
         except FAILURES as exc:
             raise StoreUnavailableError(f"PostgreSQL store: {_why(exc)}") from None
+
+
+def _storable(params: Row) -> bool:
+    return not any(isinstance(value, str) and "\x00" in value for value in params)
+
+
+def _require_storable(params: Row) -> None:
+    if not _storable(params):
+        raise InvalidRequestError("text with a NUL character cannot be stored: leave it out")
 
 
 async def _rollback_only(connection: asyncpg.Connection) -> None:

@@ -179,3 +179,28 @@ async def test_a_name_too_long_for_its_challenge_name_is_400_on_every_face(
     assert (status, problem["code"]) == (400, "invalid-name"), problem
     assert "octets" in problem["detail"]
     assert await running.broker.store.live_challenges() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template"),
+    [
+        ("GET", "/v1/challenges/a%00b", "/v1/challenges/{id}"),
+        ("GET", "/v1/certificates/a%00b", "/v1/certificates/{id}"),
+        ("DELETE", "/v1/tokens/a%00b", "/v1/tokens/{name}"),
+        ("DELETE", "/v1/registrations/a%00b", "/v1/registrations/{username}"),
+    ],
+)
+async def test_an_identifier_no_record_can_have_is_not_found_on_every_store(
+    api: Api, running: Running, method, path, template
+):
+    """A NUL byte cannot be in any stored text (PostgreSQL refuses it outright): 404, not 503."""
+    status, problem = await api.call(method, path, running.admin_token, template=template)
+    assert (status, problem["code"]) == (404, "not-found")
+
+
+async def test_a_csr_with_a_nul_byte_is_400_on_every_store(api: Api, running: Running):
+    csr = _csr("www.example.test") + "\x00"
+    status, problem = await api.call(
+        "POST", "/v1/certificates", running.admin_token, json={"csr": csr}
+    )
+    assert (status, problem["code"]) == (400, "invalid-request")
