@@ -107,6 +107,10 @@ async def check_propagation(request: web.Request) -> web.Response:
     """GET /v1/propagation?fqdn=...|domain=...&value=...: one round of checks, now."""
     principal = await authenticate(request)
     query = request.query
+    unknown = sorted(set(query) - {"fqdn", "domain", "value"})
+    if unknown:
+        detail = f"unknown query parameter {unknown[0]!r}: give value and fqdn or domain"
+        raise InvalidRequestError(detail, problems=[FieldProblem(f"/{unknown[0]}", detail)])
     if ("fqdn" in query) == ("domain" in query) or "value" not in query:
         raise InvalidRequestError(
             "give value and exactly one of fqdn (_acme-challenge.www.example.com) or domain",

@@ -70,9 +70,13 @@ async def test_propagation_check_of_any_name_in_scope(api: Api, running: Running
         "GET", f"/v1/propagation?fqdn=_acme-challenge.www.example.test&value={VALUE}", token
     )
     assert (status, problem["code"]) == (403, "forbidden-name")
-    for bad in ("/v1/propagation?domain=example.test", f"/v1/propagation?value={VALUE}"):
+    for bad in (
+        "/v1/propagation?domain=example.test",
+        f"/v1/propagation?value={VALUE}",
+        f"/v1/propagation?domain=example.test&value={VALUE}&T=x",
+    ):
         status, problem = await api.call("GET", bad, token)
-        assert status == 400
+        assert (status, problem["code"]) == (400, "invalid-request"), bad
 
 
 async def test_a_missed_deadline_is_504_with_the_lagging_server_and_the_record_stays(
