@@ -31,9 +31,10 @@ from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import BrokerError, InvalidRequestError
 from broker.importer import import_accounts, read_accounts
 from broker.propagation import PropagationChecker, PropagationReport
-from broker.runtime import Broker, inspect_providers, local_nameservers, open_store
+from broker.runtime import Broker, inspect_providers, local_nameservers, open_store, secret_box
 from broker.store import Store
 from broker.store.schema import HEAD as SCHEMA_HEAD
+from broker.tsig import ALGORITHMS, DEFAULT_ALGORITHM
 from broker.values import MAX_WAIT_SECONDS, parse_duration
 
 T = TypeVar("T")
@@ -93,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--cidr", action="append", default=[], help="allowed source network")
     create.add_argument("--expires", help="lifetime such as 90d, 12h (default: never)")
     create.add_argument("--admin", action="store_true", help="may manage tokens, any name")
+    create.add_argument(
+        "--tsig",
+        nargs="?",
+        const=DEFAULT_ALGORITHM,
+        choices=ALGORITHMS,
+        metavar="ALGORITHM",
+        help="give it a TSIG key for RFC 2136 updates too (default algorithm hmac-sha256); "
+        "printed as ALGORITHM:NAME:SECRET, nsupdate -y's form",
+    )
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=_token_create)
     listing = token_commands.add_parser("list", parents=[common], help="list tokens")
@@ -216,20 +226,35 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: --expires: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    box = secret_box(settings)
     issued = issue_token(
-        args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime
-    )
+        args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime,
+        tsig=args.tsig, box=box,
+    )  # fmt: skip
 
     async def create(store: Store) -> int:
         await store.create_token(issued.record)
         return 0
 
     code = _with_store(settings, create)
+    key = issued.tsig
     if args.json:
-        print(json.dumps({"name": issued.record.name, "token": issued.secret}))
-    else:
-        print(issued.secret)
-        print(f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr)
+        shown: dict[str, Any] = {"name": issued.record.name, "token": issued.secret}
+        if key is not None:
+            shown["tsig"] = {"name": key.name, "algorithm": key.algorithm, "secret": key.secret_b64}
+        print(json.dumps(shown))
+        return code
+    print(issued.secret)
+    if key is not None:
+        print(f"{key.algorithm}:{key.name}:{key.secret_b64}")
+        sealed = (
+            "sealed with auth.secret_key" if box.seals else "kept unsealed (no auth.secret_key)"
+        )
+        print(
+            f"TSIG key {key.name} ({key.algorithm}, secret {sealed}) on the second line",
+            file=sys.stderr,
+        )
+    print(f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr)
     return code
 
 

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from broker.dnsname import Scope
 from broker.errors import (
@@ -29,7 +29,9 @@ from broker.errors import (
     InvalidRequestError,
     UnauthorizedError,
 )
+from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
+from broker.tsig import TsigKey, new_key
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_PREFIX = "d01_"  # noqa: S105 - a format marker, not a secret
 _TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
-TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+TOKEN_NAME = re.compile(r"(?=.{1,63}\Z)[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
+"""Also a domain name (labels between single dots), which its TSIG key is named after."""
 _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
-    """A freshly made token: ``secret`` is shown once and never stored."""
+    """A freshly made token: ``secret`` (and the TSIG key's secret) are shown once."""
 
     secret: str
     record: TokenRecord
+    tsig: TsigKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,7 @@ def validate_token_name(name: str) -> str:
     if not TOKEN_NAME.fullmatch(name):
         raise InvalidRequestError(
             f"token name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_' and '-', "
-            "starting with a letter or digit"
+            "starting with a letter or digit, with no two dots in a row and no dot at the end"
         )
     return name
 
@@ -113,9 +117,13 @@ def issue_token(
     admin: bool = False,
     lifetime: float | None = None,
     now: float | None = None,
+    tsig: str | None = None,
+    box: SecretBox | None = None,
 ) -> IssuedToken:
-    """Validate the request and make a new token (the caller stores the record)."""
+    """Validate the request and make a new token (the caller stores the record); with
+    ``tsig`` (an algorithm) it gets a TSIG key too, its secret sealed by ``box``."""
     validate_token_name(name)
+    tsig_key = None if tsig is None else new_key(name, tsig)
     parsed = [Scope.parse(pattern) for pattern in scopes]
     networks = parse_cidrs(cidrs)
     if not parsed and not admin:
@@ -136,7 +144,12 @@ def issue_token(
         created_at=created,
         expires_at=None if lifetime is None else created + lifetime,
     )
-    return IssuedToken(secret=secret, record=record)
+    if tsig_key is not None:
+        kept = (box or SecretBox(None)).seal(tsig_key.secret, bound_to=key)
+        record = replace(
+            record, tsig_name=tsig_key.name, tsig_algorithm=tsig_key.algorithm, tsig_secret=kept
+        )
+    return IssuedToken(secret=secret, record=record, tsig=tsig_key)
 
 
 TOKEN_CACHE_SIZE = 4096
@@ -180,18 +193,26 @@ class Authenticator:
         expected = record.digest if record is not None else _DUMMY_DIGEST
         if not hmac.compare_digest(digest_token(secret), expected) or record is None:
             raise UnauthorizedError("the token is not valid")
-        if record.revoked_at is not None:
-            raise UnauthorizedError(f"token {record.name!r} was revoked")
-        if record.expires_at is not None and record.expires_at <= self._clock():
-            raise UnauthorizedError(f"token {record.name!r} has expired")
-        if record.cidrs:
-            address = source()
-            if not _source_allowed(address, record.cidrs):
-                raise ForbiddenSourceError(
-                    f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
-                    f"this request came from {address}"
-                )
-        return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
+        return principal_of(record, self._clock(), source)
+
+
+def principal_of(
+    record: TokenRecord, now: float, source: Callable[[], IPAddress | None]
+) -> Principal:
+    """The caller a stored token stands for, once its secret (or TSIG key) was shown:
+    refused when revoked, expired, or used from outside its networks."""
+    if record.revoked_at is not None:
+        raise UnauthorizedError(f"token {record.name!r} was revoked")
+    if record.expires_at is not None and record.expires_at <= now:
+        raise UnauthorizedError(f"token {record.name!r} has expired")
+    if record.cidrs:
+        address = source()
+        if not _source_allowed(address, record.cidrs):
+            raise ForbiddenSourceError(
+                f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
+                f"this request came from {address}"
+            )
+    return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -30,6 +30,7 @@ from pydantic import (
 
 from broker.dnsname import is_subdomain, normalize_name
 from broker.propagation import PropagationSettings
+from broker.tsig import ALGORITHMS, TsigAlgorithm
 from broker.values import Duration, Secret
 from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
@@ -90,6 +91,15 @@ class HttpSettings(_Section):
         return parse_hostport(self.listen, what="listen address")
 
 
+class DnsUpdateSettings(_Section):
+    """RFC 2136 updates on the DNS listeners, signed with a token's TSIG key."""
+
+    enabled: bool = True
+    algorithms: list[TsigAlgorithm] = Field(default_factory=lambda: list(ALGORITHMS))
+    fudge: Duration = Field(300.0, description="largest clock difference a signature may show")
+    max_in_flight: int = Field(64, ge=1, le=10000)
+
+
 class DnsSettings(_Section):
     enabled: bool = True
     listen: Annotated[list[str], BeforeValidator(_split_list)] = Field(
@@ -97,6 +107,7 @@ class DnsSettings(_Section):
     )
     max_udp_payload: int = Field(1232, ge=512, le=4096)
     tcp_idle_timeout: Duration = 10.0
+    update: DnsUpdateSettings = Field(default_factory=DnsUpdateSettings)
 
     @field_validator("listen")
     @classmethod
@@ -155,6 +166,9 @@ class StoreSettings(_Section):
 
 class AuthSettings(_Section):
     bootstrap_token_file: Path = Path("var/admin.token")
+    secret_key: Secret | None = Field(
+        None, description="seals TSIG secrets kept in the store (keep it outside the database)"
+    )
 
 
 class ChallengeSettings(_Section):

@@ -18,8 +18,9 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from broker.dnsname import is_subdomain
-from broker.errors import DnsLookupError, NoZoneError
+from broker.auth import Principal
+from broker.dnsname import CHALLENGE_LABEL, ChallengeTarget, is_subdomain, normalize_name
+from broker.errors import DnsLookupError, ForbiddenNameError, NoZoneError
 from providers.embedded import ZoneSet
 
 MAX_CHAIN = 8
@@ -99,3 +100,27 @@ class DelegationResolver:
             self._cache.clear()
         self._cache[name] = (target, self._clock() + seconds)
         return target
+
+
+async def authorized_target(
+    principal: Principal, fqdn: str, delegation: DelegationResolver | None
+) -> ChallengeTarget:
+    """The challenge a client means by writing at ``fqdn``: an ``_acme-challenge`` name as
+    it is, or the target a CNAME at an ``_acme-challenge`` name in the token's scope points
+    to (clients such as lego follow CNAMEs before they write) — never by suffix alone.
+    Scopes are checked later, by the service, on the challenge returned."""
+    name = normalize_name(fqdn, what="fqdn")
+    if name.startswith(CHALLENGE_LABEL + "."):
+        return ChallengeTarget.from_fqdn(name)
+    if principal.admin or any(not s.below and s.base == name for s in principal.scopes):
+        return ChallengeTarget(base=name, fqdn=name)
+    if delegation is not None:
+        for scope in principal.scopes:
+            origin = f"{CHALLENGE_LABEL}.{scope.base}"
+            if not scope.below and await delegation.target(origin) == name:
+                return ChallengeTarget(base=scope.base, fqdn=origin)
+    raise ForbiddenNameError(
+        f"{name} is no _acme-challenge name and no name in token {principal.name!r}'s scope "
+        "delegates to it by CNAME; allow the delegating name exactly (not *.), name the "
+        "target itself in the scope, or use RAW mode"
+    )

@@ -88,6 +88,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.dns_updates = Counter(
+            "dns01_broker_dns_updates",
+            "RFC 2136 updates by outcome (applied, refused, unsigned, BADKEY, BADSIG, BADTIME, "
+            "malformed)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 

@@ -31,6 +31,7 @@ from broker.certificates import CertificateService
 from broker.config import Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
+from broker.dnsupdate import UpdateFace
 from broker.errors import (
     BrokerError,
     ConflictError,
@@ -41,19 +42,31 @@ from broker.metrics import Metrics
 from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
 from broker.replicas import ReplicaSync
+from broker.secretbox import SecretBox
 from broker.service import ChallengeService, ZoneRouter
 from broker.store import Store
 from broker.store.sqlite import SqliteStore
 from broker.watch import PropagationWatch
 from providers import load_provider_type
 from providers.base import DnsProvider, ProviderError
-from providers.embedded import EmbeddedProvider, EmbeddedSettings, ZoneSet
+from providers.embedded import (
+    EmbeddedProvider,
+    EmbeddedSettings,
+    EmbeddedZone,
+    EmbeddedZoneSettings,
+    ZoneSet,
+)
 
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 1.0
 PROVIDER_CHECK_TIMEOUT = 5.0
 PROVIDER_CHECK_TTL = 30.0
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    key = settings.auth.secret_key
+    return SecretBox(None if key is None else key.get_secret_value())
 
 
 def open_store(settings: Settings) -> Store:
@@ -154,11 +167,15 @@ class Broker:
             if not await self.replica_sync.wait_loaded(self.settings.store.timeout):
                 log.warning("starting before the embedded zones could be loaded from the store")
         if self.settings.dns.enabled:
+            update = self.settings.dns.update
             self.dns_server = DnsServer(
                 self.zone_set,
                 self.settings.dns.addresses,
                 max_udp_payload=self.settings.dns.max_udp_payload,
                 tcp_idle_timeout=self.settings.dns.tcp_idle_timeout,
+                updates=self._update_face() if update.enabled else None,
+                max_updates_in_flight=update.max_in_flight,
+                apex_zones=self._foreign_zones() if update.enabled else (),
             )
             await self.dns_server.start()
             self.metrics.watch_dns(self.dns_server.query_counts)
@@ -182,6 +199,27 @@ class Broker:
             duties=[self.certificates.resume],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+
+    def _update_face(self) -> UpdateFace:
+        assert self.service is not None
+        return UpdateFace(
+            self.service,
+            secret_box(self.settings),
+            self.settings.dns.update,
+            self.metrics,
+            self.service.router.zones,
+        )
+
+    def _foreign_zones(self) -> list[EmbeddedZone]:
+        """Zones held by other providers, answered at their apex only: RFC 2136 clients
+        look for the server to update by the zone's SOA."""
+        assert self.service is not None
+        embedded = {zone.settings.name for zone in self.zone_set.zones()}
+        return [
+            EmbeddedZone(EmbeddedZoneSettings(name=zone))
+            for zone in self.service.router.zones()
+            if zone not in embedded
+        ]
 
     def _make_provider(self, name: str, settings: Any) -> DnsProvider:
         return make_provider(name, settings, self.zone_set)
@@ -208,6 +246,7 @@ class Broker:
                 httpreq_base=self.settings.httpreq.base_path
                 if self.settings.httpreq.enabled
                 else None,
+                secret_box=secret_box(self.settings),
             )
         )
         self.http_app = app

@@ -240,6 +240,23 @@ class ChallengeService:
             else:
                 yield
 
+    async def cleanup_own(
+        self, principal: Principal, target: ChallengeTarget
+    ) -> list[ChallengeRecord]:
+        """Remove every live value at ``target`` that ``principal`` presented (an RFC 2136
+        delete-RRset: never another token's values)."""
+        principal.require_challenge(target.base, target.fqdn)
+        write_at = await self._write_target(target)
+        route = self.router.route(write_at)
+        removed = []
+        async with self._hold(route.provider, write_at):
+            for record in await self.store.live_at(write_at):
+                if record.owner == principal.name:
+                    ended = await self._end(route, record, ChallengeState.REMOVED, principal.name)
+                    if ended is not None:
+                        removed.append(ended)
+        return removed
+
     async def _write_target(self, target: ChallengeTarget) -> str:
         if self.delegation is None:
             return target.fqdn

@@ -20,6 +20,7 @@ from broker.errors import (
     MalformedJsonError,
     NotFoundError,
 )
+from broker.tsig import TsigAlgorithm
 from broker.values import MAX_WAIT_SECONDS, parse_duration
 
 M = TypeVar("M", bound=BaseModel)
@@ -95,6 +96,8 @@ class TokenBody(StrictBody):
     cidrs: list[str] = []
     expires: Lifetime = None
     admin: bool = False
+    tsig: bool | TsigAlgorithm = False
+    """A TSIG key for RFC 2136 updates: true (hmac-sha256) or the algorithm."""
 
 
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
@@ -13,6 +13,7 @@ from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_a
 from broker.certificates import CertificateService
 from broker.delegation import DelegationResolver
 from broker.metrics import Metrics
+from broker.secretbox import SecretBox
 from broker.service import ChallengeService
 from broker.store import Store
 from broker.watch import PropagationWatch
@@ -43,6 +44,7 @@ class ApiContext:
     watch: PropagationWatch | None = None
     certificates: CertificateService | None = None
     httpreq_base: str | None = ""
+    secret_box: SecretBox = field(default_factory=lambda: SecretBox(None))
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -12,6 +12,7 @@ from broker.api.context import authenticate, context
 from broker.auth import TOKEN_NAME, issue_token
 from broker.errors import NotFoundError
 from broker.store import TokenRecord
+from broker.tsig import DEFAULT_ALGORITHM
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ def token_json(record: TokenRecord) -> dict[str, Any]:
         "created_at": timestamp(record.created_at),
         "expires_at": timestamp(record.expires_at),
         "revoked_at": timestamp(record.revoked_at),
+        "tsig": None
+        if record.tsig_name is None
+        else {"name": record.tsig_name, "algorithm": record.tsig_algorithm},
     }
 
 
@@ -39,16 +43,22 @@ async def create_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_admin()
     body = await read_json(request, TokenBody)
+    algorithm = DEFAULT_ALGORITHM if body.tsig is True else (body.tsig or None)
     issued = issue_token(
-        body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires
-    )
+        body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires,
+        tsig=algorithm, box=context(request).secret_box,
+    )  # fmt: skip
     await context(request).store.create_token(issued.record)
     log.info(
-        "token created name=%s scopes=%s admin=%s by=%s",
-        issued.record.name, ",".join(issued.record.scopes), issued.record.admin, principal.name,
+        "token created name=%s scopes=%s admin=%s tsig=%s by=%s",
+        issued.record.name, ",".join(issued.record.scopes), issued.record.admin,
+        issued.record.tsig_algorithm or "none", principal.name,
     )  # fmt: skip
+    created = {"token": issued.secret, **token_json(issued.record)}
+    if issued.tsig is not None:
+        created["tsig"] = {**created["tsig"], "secret": issued.tsig.secret_b64}
     return web.json_response(
-        {"token": issued.secret, **token_json(issued.record)},
+        created,
         status=201,
         headers={"Location": f"/v1/tokens/{issued.record.name}", "Cache-Control": "no-store"},
     )

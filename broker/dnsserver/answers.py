@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dns.exception
@@ -18,6 +19,7 @@ from providers.embedded import EmbeddedZone, ZoneSet
 
 _REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 _SERVED_CLASSES = frozenset({dns.rdataclass.IN, dns.rdataclass.ANY})
+_APEX_TYPES = frozenset({dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.ANY})
 MAX_TCP_MESSAGE = 65535
 
 
@@ -41,12 +43,18 @@ class Rendered:
     rcode: dns.rcode.Rcode
 
 
-def resolve(zones: ZoneSet, qname: dns.name.Name, qtype: int, qclass: int) -> Resolution:
+def resolve(
+    zones: ZoneSet,
+    qname: dns.name.Name,
+    qtype: int,
+    qclass: int,
+    apex: Mapping[dns.name.Name, EmbeddedZone] | None = None,
+) -> Resolution:
     if qtype in _REFUSED_TYPES or qclass not in _SERVED_CLASSES:
         return REFUSED
     zone = zones.find(qname)
     if zone is None:
-        return REFUSED
+        return _apex_only(apex, qname, qtype)
     node = zone.node(qname)
     if node is None:
         return _negative(zone, qname)
@@ -60,6 +68,20 @@ def resolve(zones: ZoneSet, qname: dns.name.Name, qtype: int, qclass: int) -> Re
     if cname is not None and qtype != dns.rdatatype.CNAME:
         return _follow_cname(zones, zone, qname, cname, qtype)
     return _negative(zone, qname)
+
+
+def _apex_only(
+    apex: Mapping[dns.name.Name, EmbeddedZone] | None, qname: dns.name.Name, qtype: int
+) -> Resolution:
+    """SOA and NS at the apex of a zone this server takes updates for but does not serve."""
+    zone = None if apex is None else apex.get(qname)
+    if zone is None or qtype not in _APEX_TYPES:
+        return REFUSED
+    node = zone.node(qname)
+    assert node is not None
+    if qtype == dns.rdatatype.ANY:
+        return _positive(tuple(node.rrsets[t] for t in sorted(node.rrsets)))
+    return _positive((node.rrsets[qtype],))
 
 
 def _positive(answer: tuple[dns.rrset.RRset, ...]) -> Resolution:

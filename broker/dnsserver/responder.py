@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dns.message
@@ -11,7 +12,7 @@ import dns.rcode
 
 from broker.dnsserver.answers import Question, Rendered, render, render_error, resolve
 from broker.dnsserver.wire import HEADER_SIZE, UDP_PLAIN_LIMIT, header_only, parse_simple
-from providers.embedded import ZoneSet
+from providers.embedded import EmbeddedZone, ZoneSet
 
 RCODE_SLOTS = 24
 _NO_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x00"
@@ -42,8 +43,15 @@ class Responder:
     ``udp_counts[rcode]`` and ``tcp_counts[rcode]`` are plain counters.
     """
 
-    def __init__(self, zones: ZoneSet, max_udp_payload: int, cache_size: int) -> None:
+    def __init__(
+        self,
+        zones: ZoneSet,
+        max_udp_payload: int,
+        cache_size: int,
+        apex: Mapping[dns.name.Name, EmbeddedZone] | None = None,
+    ) -> None:
         self._zones = zones
+        self._apex = apex or {}
         self._max_udp_payload = max_udp_payload
         self._cache_size = cache_size
         self._plain: dict[bytes, Template] = {}
@@ -119,7 +127,7 @@ class Responder:
             self.clear()
         name = dns.name.from_wire(key, 0)[0]
         question = Question(name, int.from_bytes(key[-4:-2]), int.from_bytes(key[-2:]))
-        resolution = resolve(self._zones, name, question.rdtype, question.rdclass)
+        resolution = resolve(self._zones, name, question.rdtype, question.rdclass, self._apex)
         payload = self._max_udp_payload if edns else None
         template = _template(render(0, 0, question, resolution, payload), len(key))
         cache[key] = template
@@ -145,7 +153,9 @@ class Responder:
         elif len(query.question) != 1 or question is None:
             rcode = dns.rcode.FORMERR
         else:
-            resolution = resolve(self._zones, question.name, question.rdtype, question.rdclass)
+            resolution = resolve(
+                self._zones, question.name, question.rdtype, question.rdclass, self._apex
+            )
             rendered = render(query.id, query.flags, question, resolution, payload)
             self._count(rendered.rcode, udp)
             return _fit(rendered, query, udp, self._max_udp_payload)

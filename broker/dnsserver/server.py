@@ -12,7 +12,8 @@ import dns.rcode
 from broker.dnsserver.responder import Responder
 from broker.dnsserver.tcp import TcpConnection
 from broker.dnsserver.udp import UdpListener, bind_udp
-from providers.embedded import ZoneSet
+from broker.dnsserver.updates import UpdateDispatcher, UpdateHandler
+from providers.embedded import EmbeddedZone, ZoneSet
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,21 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         max_tcp_connections: int = 256,
         answer_cache_size: int = 10000,
+        updates: UpdateHandler | None = None,
+        max_updates_in_flight: int = 64,
+        apex_zones: Sequence[EmbeddedZone] = (),
     ) -> None:
+        """``updates`` answers UPDATE messages; ``apex_zones`` are zones this server is
+        not authoritative for but answers SOA and NS at their apex of (so RFC 2136
+        clients that look for the primary by SOA find this server)."""
         _validate(max_udp_payload, tcp_idle_timeout, max_tcp_connections, answer_cache_size)
         self._listen = list(listen)
-        self._responder = Responder(zones, max_udp_payload, answer_cache_size)
+        self._responder = Responder(
+            zones, max_udp_payload, answer_cache_size, apex={z.origin: z for z in apex_zones}
+        )
+        self._updates = (
+            None if updates is None else UpdateDispatcher(updates, max_updates_in_flight)
+        )
         zones.subscribe(self._responder.clear)
         self._tcp_idle_timeout = tcp_idle_timeout
         self._max_tcp_connections = max_tcp_connections
@@ -80,7 +92,7 @@ class DnsServer:
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            udp = UdpListener(await bind_udp(host, port), self._responder)
+            udp = UdpListener(await bind_udp(host, port), self._responder, self._updates)
             bound_host, bound_port = udp.sockname()
             try:
                 tcp = await loop.create_server(
@@ -103,6 +115,7 @@ class DnsServer:
             self._connections,
             self._max_tcp_connections,
             self._tcp_idle_timeout,
+            self._updates,
         )
 
     async def stop(self) -> None:
@@ -119,6 +132,8 @@ class DnsServer:
             *(server.wait_closed() for server in tcp),
             *(connection.closed for connection in connections),
         )
+        if self._updates is not None:
+            await self._updates.close()
         self._addresses = []
         logger.info("DNS server stopped")
 

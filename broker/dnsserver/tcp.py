@@ -7,6 +7,7 @@ import logging
 from typing import cast
 
 from broker.dnsserver.responder import Responder
+from broker.dnsserver.updates import UpdateDispatcher, is_update
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ class TcpConnection(asyncio.Protocol):
         registry: set[TcpConnection],
         limit: int,
         idle_timeout: float,
+        updates: UpdateDispatcher | None = None,
     ) -> None:
         self._responder = responder
+        self._updates = updates
         self._registry = registry
         self._limit = limit
         self._idle_timeout = idle_timeout
@@ -66,13 +69,25 @@ class TcpConnection(asyncio.Protocol):
             self._answer(query)
 
     def _answer(self, query: bytes) -> None:
+        if self._updates is not None and is_update(query):
+            self._updates.dispatch(query, self._peer(), self._send)
+            return
         try:
             response = self._responder.respond(query, False)
         except Exception:
             logger.exception("internal error answering a TCP query")
             response = self._responder.fail(query, False)
-        if response is not None and self._transport is not None:
+        if response is not None:
+            self._send(response)
+
+    def _send(self, response: bytes) -> None:
+        """Responses may leave out of order (RFC 7766 6.2.1.1): an update answers when done."""
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(len(response).to_bytes(2) + response)
+
+    def _peer(self) -> str:
+        peer = None if self._transport is None else self._transport.get_extra_info("peername")
+        return str(peer[0]) if peer else ""
 
     def pause_writing(self) -> None:
         if self._transport is not None:

@@ -47,6 +47,11 @@ class TokenRecord:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    tsig_name: str | None = None
+    """The token's TSIG key for RFC 2136 updates, if it has one: its name (absolute,
+    lower case), algorithm and secret as kept (see broker.secretbox)."""
+    tsig_algorithm: str | None = None
+    tsig_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,10 @@ class Store(ABC):
 
     @abstractmethod
     async def token_by_key(self, key: str) -> TokenRecord | None: ...
+
+    @abstractmethod
+    async def token_by_tsig(self, name: str) -> TokenRecord | None:
+        """The live (unrevoked) token whose TSIG key is called ``name``."""
 
     @abstractmethod
     async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...

@@ -72,11 +72,19 @@ class SqlStore(Store):
             await self._modify_count(sql, token_row(token))
         except DuplicateRowError:
             raise ConflictError(
-                f"a token named {token.name!r} already exists: revoke it or choose another name"
+                f"a token named {token.name!r} (or a TSIG key of that name) already exists: "
+                "revoke it or choose another name"
             ) from None
 
     async def token_by_key(self, key: str) -> TokenRecord | None:
         row = await self._select_one(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE key = ?", (key,))
+        return None if row is None else token_from_row(row)
+
+    async def token_by_tsig(self, name: str) -> TokenRecord | None:
+        row = await self._select_one(
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE tsig_name = ? AND revoked_at IS NULL",
+            (name,),
+        )
         return None if row is None else token_from_row(row)
 
     async def list_tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]:

@@ -18,11 +18,10 @@ from aiohttp import web
 
 from broker.api.compat.bodies import NotJsonObjectError, compact_json, parse_object
 from broker.api.context import authenticate, context
-from broker.auth import Principal
-from broker.dnsname import CHALLENGE_LABEL, ChallengeTarget, normalize_name, validate_value
+from broker.delegation import authorized_target
+from broker.dnsname import ChallengeTarget, validate_value
 from broker.errors import (
     FieldProblem,
-    ForbiddenNameError,
     InvalidRequestError,
     MalformedJsonError,
     UnauthorizedError,
@@ -47,7 +46,7 @@ async def _handle(request: web.Request, *, present: bool) -> web.Response:
         target, value, echo = _raw(data)
     else:
         fqdn, value = _text(data, "fqdn"), _text(data, "value")
-        target = await _authorized_target(request, principal, fqdn)
+        target = await authorized_target(principal, fqdn, context(request).delegation)
         echo = {"fqdn": fqdn, "value": value}
     validate_value(value)
     service = context(request).service
@@ -87,24 +86,3 @@ def _raw(data: dict[str, Any]) -> tuple[ChallengeTarget, str, dict[str, Any]]:
     value = base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
     target = ChallengeTarget.from_domain(domain)
     return target, value, {"domain": domain, "token": token, "keyAuth": key_auth}
-
-
-async def _authorized_target(
-    request: web.Request, principal: Principal, fqdn: str
-) -> ChallengeTarget:
-    name = normalize_name(fqdn, what="fqdn")
-    if name.startswith(CHALLENGE_LABEL + "."):
-        return ChallengeTarget.from_fqdn(name)
-    if principal.admin or any(not s.below and s.base == name for s in principal.scopes):
-        return ChallengeTarget(base=name, fqdn=name)
-    delegation = context(request).delegation
-    if delegation is not None:
-        for scope in principal.scopes:
-            origin = f"{CHALLENGE_LABEL}.{scope.base}"
-            if not scope.below and await delegation.target(origin) == name:
-                return ChallengeTarget(base=scope.base, fqdn=origin)
-    raise ForbiddenNameError(
-        f"{name} is no _acme-challenge name and no name in token {principal.name!r}'s scope "
-        "delegates to it by CNAME; allow the delegating name exactly (not *.), name the "
-        "target itself in the scope, or use RAW mode"
-    )

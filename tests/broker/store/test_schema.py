@@ -48,14 +48,13 @@ PRAGMA user_version = 1;
 
 BROKEN_REVISION = '''"""Half-way through it fails.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 9999
 """
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -92,28 +91,28 @@ async def test_a_sqlite_database_newer_than_the_broker_is_refused(tmp_path: Path
     await store.open()
     await store.close()
     with sqlite3.connect(tmp_path / "broker.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+        conn.execute("UPDATE alembic_version SET version_num = '9998'")
     with pytest.raises(StoreUnavailableError, match="newer than this dns01-broker"):
         await SqliteStore(tmp_path / "broker.db").open()
 
 
 async def test_a_postgresql_database_newer_than_the_broker_is_refused(postgres_url: str):
     connection = await asyncpg.connect(postgres_url)
-    await connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    await connection.execute("UPDATE alembic_version SET version_num = '9998'")
     await connection.close()
-    with pytest.raises(StoreUnavailableError, match="schema version 9999 is newer"):
+    with pytest.raises(StoreUnavailableError, match="schema version 9998 is newer"):
         await PostgresStore(postgres_url, None).open()
 
 
 @pytest.fixture
 def broken_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real migrations and a 0003 that fails after writing half of itself."""
+    """The real migrations and one more that fails after writing half of itself."""
     copy = tmp_path / "migrations"
     shutil.copytree(schema_module.MIGRATIONS, copy)
-    (copy / "versions" / "0003_broken.py").write_text(BROKEN_REVISION)
+    (copy / "versions" / "9999_broken.py").write_text(BROKEN_REVISION.replace("{head}", HEAD))
     monkeypatch.setattr(schema_module, "MIGRATIONS", copy)
-    monkeypatch.setattr(schema_module, "HEAD", "0003")
-    monkeypatch.setattr(schema_module, "KNOWN", (*schema_module.KNOWN, "0003"))
+    monkeypatch.setattr(schema_module, "HEAD", "9999")
+    monkeypatch.setattr(schema_module, "KNOWN", (*schema_module.KNOWN, "9999"))
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
