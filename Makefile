@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite drives (real peers and servers); installed only as root.
-APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql knot bind9
+APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql knot bind9 \
+	knot-dnsutils python3-certbot-dns-rfc2136
 LINT_PATHS := broker providers tests $(wildcard bench)
 # Debian packages the benchmarks drive (knot-dnsutils and bind9-dnsutils for knsupdate
 # and nsupdate, certbot's RFC 2136 plugin as a peer); installed only as root.

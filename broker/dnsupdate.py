@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from broker.auth import IPAddress, Principal, principal_of, unwrap
 from broker.config import DnsUpdateSettings
 from broker.delegation import authorized_target
 from broker.dnsname import ChallengeTarget, is_subdomain, validate_value
-from broker.dnsserver.wire import header_only
 from broker.errors import (
     BrokerError,
     ForbiddenNameError,
@@ -73,6 +71,9 @@ class Refused(Exception):
 
 
 class UpdateFace:
+    """The broker's side of the DNS listeners' signed messages (``DnsServer(signers=)``):
+    TSIG keys are tokens' keys, and updates go through the challenge service."""
+
     def __init__(
         self,
         service: ChallengeService,
@@ -90,67 +91,49 @@ class UpdateFace:
         self._metrics = metrics
         self._zones = zones
         self._clock = clock
+        self.fudge = settings.fudge
 
-    async def __call__(self, wire: bytes, source: str) -> bytes | None:
-        """The response to an UPDATE message from ``source`` (None: stay silent)."""
-        try:
-            message = dns.message.from_wire(wire, keyring=False)
-        except dns.message.ShortHeader:
-            return None
-        except Exception:  # any malformed message, whatever dnspython calls it
-            return self._answer(header_only(wire, dns.rcode.FORMERR), "malformed", source)
-        if not isinstance(message, dns.update.UpdateMessage) or message.flags & 0x8000:
-            return None
-        if not message.had_tsig:
-            log.info("RFC 2136 update from %s refused: not signed with a TSIG key", source)
-            return self._finish(message, dns.rcode.REFUSED, "unsigned", source)
-        key_name = message.keyname.to_text().lower() if message.keyname else ""
-        record = await self._store.token_by_tsig(key_name)
-        key = self._key(record, message)
-        if record is None or key is None:
-            log.info("RFC 2136 update from %s refused: unknown key %s", source, key_name)
-            return self._tsig_error(message, dns.rcode.BADKEY, None, source)
-        try:
-            signed = dns.message.from_wire(wire, keyring=key.dnspython())
-        except dns.tsig.BadTime:
-            return self._tsig_error(message, dns.rcode.BADTIME, key, source)
-        except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
-            log.info("RFC 2136 update from %s refused: bad signature by %s", source, key_name)
-            return self._tsig_error(message, dns.rcode.BADSIG, None, source)
-        except Exception:
-            return self._answer(header_only(wire, dns.rcode.FORMERR), "malformed", source)
-        assert isinstance(signed, dns.update.UpdateMessage)
-        if abs(self._clock() - _time_signed(signed)) > self._settings.fudge:
-            return self._tsig_error(message, dns.rcode.BADTIME, key, source)
-        try:
-            principal = _principal(record, self._clock(), source)
-            changes = await self._read(signed, principal)
-            await self._apply(changes, principal)
-        except Refused as refused:
-            log.info(
-                "RFC 2136 update from %s by %s refused (%s): %s",
-                source, record.name, dns.rcode.to_text(refused.rcode), refused,
-            )  # fmt: skip
-            return self._finish(signed, refused.rcode, "refused", source)
-        log.info(
-            "RFC 2136 update from %s by %s applied: %s", source, record.name,
-            ", ".join(f"{c.kind} {c.target.fqdn}" for c in changes) or "nothing",
-        )  # fmt: skip
-        return self._finish(signed, dns.rcode.NOERROR, "applied", source)
+    def report(self, outcome: str) -> None:
+        self._metrics.dns_updates.labels(outcome).inc()
 
-    def _key(self, record: TokenRecord | None, message: dns.message.Message) -> TsigKey | None:
+    async def key(self, name: str) -> dns.tsig.Key | None:
+        """The TSIG key of the live token that has one called ``name``."""
+        record = await self._store.token_by_tsig(name)
         if record is None or record.tsig_secret is None or record.tsig_algorithm is None:
             return None
         if record.tsig_algorithm not in self._settings.algorithms:
-            return None
-        if message.keyalgorithm != dns.name.from_text(record.tsig_algorithm):
             return None
         try:
             secret = self._box.open(record.tsig_secret, bound_to=record.key)
         except SecretUnreadableError as exc:
             log.warning("the TSIG key of token %s cannot be read: %s", record.name, exc)
             return None
-        return TsigKey(record.tsig_name or "", record.tsig_algorithm, secret)
+        return TsigKey(name, record.tsig_algorithm, secret).dnspython()
+
+    async def apply(
+        self, message: dns.update.UpdateMessage, key_name: str, source: str
+    ) -> dns.rcode.Rcode:
+        """Apply a verified update signed with ``key_name``; the answer's rcode."""
+        record = await self._store.token_by_tsig(key_name)
+        try:
+            if record is None:
+                raise Refused(dns.rcode.NOTAUTH, f"the token of key {key_name} was revoked")
+            principal = _principal(record, self._clock(), source)
+            changes = await self._read(message, principal)
+            await self._apply(changes, principal)
+        except Refused as refused:
+            log.info(
+                "RFC 2136 update from %s with key %s refused (%s): %s",
+                source, key_name, dns.rcode.to_text(refused.rcode), refused,
+            )  # fmt: skip
+            self.report("refused")
+            return refused.rcode
+        log.info(
+            "RFC 2136 update from %s by %s applied: %s", source, record.name,
+            ", ".join(f"{c.kind} {c.target.fqdn}" for c in changes) or "nothing",
+        )  # fmt: skip
+        self.report("applied")
+        return dns.rcode.NOERROR
 
     async def _read(self, message: dns.update.UpdateMessage, principal: Principal) -> list[Change]:
         """Every change the update asks for, each checked; Refused if any is not allowed."""
@@ -226,51 +209,6 @@ class UpdateFace:
                 except BrokerError as exc:
                     log.warning("could not undo %s of %s: %s", change.kind, record.fqdn, exc)
 
-    def _finish(
-        self, message: dns.message.Message, rcode: dns.rcode.Rcode, outcome: str, source: str
-    ) -> bytes:
-        """The response, signed with the request's key where it was verified."""
-        response = dns.message.make_response(message)
-        response.set_rcode(rcode)
-        return self._answer(response.to_wire(), outcome, source)
-
-    def _tsig_error(
-        self,
-        message: dns.message.Message,
-        error: dns.rcode.Rcode,
-        key: TsigKey | None,
-        source: str,
-    ) -> bytes:
-        """NOTAUTH with the TSIG error (RFC 8945 5.3.2): unsigned for BADKEY and BADSIG,
-        signed with the server's time for BADTIME."""
-        response = dns.message.make_response(message)
-        response.set_rcode(dns.rcode.NOTAUTH)
-        assert message.keyname is not None
-        assert message.keyalgorithm is not None
-        now = int(self._clock())
-        if key is not None:
-            response.use_tsig(
-                key.dnspython(),
-                message.keyname,
-                original_id=message.id,
-                tsig_error=error,
-                other_data=struct.pack("!Q", now)[2:],
-                algorithm=message.keyalgorithm,
-            )
-            response.request_mac = message.mac or b""
-        else:
-            tsig = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
-                dns.rdataclass.ANY, dns.rdatatype.TSIG, message.keyalgorithm, now,
-                300, b"", message.id, error, b"",
-            )  # fmt: skip
-            response.tsig = dns.rrset.from_rdata(message.keyname, 0, tsig)
-        log.info("RFC 2136 update from %s refused: TSIG %s", source, dns.rcode.to_text(error))
-        return self._answer(response.to_wire(), dns.rcode.to_text(error), source)
-
-    def _answer(self, response: bytes, outcome: str, source: str) -> bytes:
-        self._metrics.dns_updates.labels(outcome).inc()
-        return response
-
 
 def _principal(record: TokenRecord, now: float, source: str) -> Principal:
     try:
@@ -288,13 +226,6 @@ def _value(rdata: object) -> str:
         return validate_value(value)
     except (UnicodeDecodeError, InvalidValueError) as exc:
         raise Refused(dns.rcode.REFUSED, f"not a DNS-01 value: {exc}") from None
-
-
-def _time_signed(message: dns.message.Message) -> int:
-    assert message.tsig is not None
-    rdata = message.tsig[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.TSIG.TSIG)
-    return int(rdata.time_signed)
 
 
 def _address(source: str) -> IPAddress | None:

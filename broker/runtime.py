@@ -173,8 +173,8 @@ class Broker:
                 self.settings.dns.addresses,
                 max_udp_payload=self.settings.dns.max_udp_payload,
                 tcp_idle_timeout=self.settings.dns.tcp_idle_timeout,
-                updates=self._update_face() if update.enabled else None,
-                max_updates_in_flight=update.max_in_flight,
+                signers=self._update_face() if update.enabled else None,
+                max_signed_in_flight=update.max_in_flight,
                 apex_zones=self._foreign_zones() if update.enabled else (),
             )
             await self.dns_server.start()

@@ -109,6 +109,8 @@ class Pebble:
     dns_server: tuple[str, int]
     eab_keys: dict[str, str] | None = None
     nonce_reject_percent: int = 0
+    always_valid: bool = False
+    """Skip validation (PEBBLE_VA_ALWAYS_VALID): for values in a zone no DNS server here serves."""
     process: asyncio.subprocess.Process | None = None
     ca_file: Path | None = None
     port: int = 0
@@ -147,6 +149,7 @@ class Pebble:
                 "PEBBLE_VA_NOSLEEP": "1",
                 "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject_percent),
                 "PEBBLE_AUTHZREUSE": "0",
+                **({"PEBBLE_VA_ALWAYS_VALID": "1"} if self.always_valid else {}),
             },
         )  # fmt: skip
         await self._wait_ready()

@@ -73,15 +73,32 @@ def resolve(
 def _apex_only(
     apex: Mapping[dns.name.Name, EmbeddedZone] | None, qname: dns.name.Name, qtype: int
 ) -> Resolution:
-    """SOA and NS at the apex of a zone this server takes updates for but does not serve."""
-    zone = None if apex is None else apex.get(qname)
-    if zone is None or qtype not in _APEX_TYPES:
+    """For a zone this server takes updates for but does not serve: SOA and NS at its
+    apex, and "no SOA here" below it (so clients walking up by SOA find the apex)."""
+    if not apex:
         return REFUSED
-    node = zone.node(qname)
-    assert node is not None
-    if qtype == dns.rdatatype.ANY:
-        return _positive(tuple(node.rrsets[t] for t in sorted(node.rrsets)))
-    return _positive((node.rrsets[qtype],))
+    zone = apex.get(qname)
+    if zone is not None and qtype in _APEX_TYPES:
+        node = zone.node(qname)
+        assert node is not None
+        if qtype == dns.rdatatype.ANY:
+            return _positive(tuple(node.rrsets[t] for t in sorted(node.rrsets)))
+        return _positive((node.rrsets[qtype],))
+    if qtype != dns.rdatatype.SOA:
+        return REFUSED
+    for parent in _parents(qname):
+        zone = apex.get(parent)
+        if zone is not None:
+            return Resolution(dns.rcode.NOERROR, True, authority=(negative_soa(zone),))
+    return REFUSED
+
+
+def _parents(name: dns.name.Name) -> list[dns.name.Name]:
+    parents = []
+    while name not in (dns.name.root, dns.name.empty):
+        name = name.parent()
+        parents.append(name)
+    return parents
 
 
 def _positive(answer: tuple[dns.rrset.RRset, ...]) -> Resolution:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
@@ -19,6 +20,15 @@ _NO_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _ONE_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _BARE_OPT_OWNER_AND_TYPE = b"\x00\x00\x29"
 _BARE_OPT_SIZE = 11
+
+
+class _Signed(bytes):
+    pass
+
+
+SIGNED = _Signed()
+"""What ``respond`` returns for an UPDATE or a TSIG-signed message when those are taken
+elsewhere (broker.dnsserver.signed): the caller hands the message on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +59,12 @@ class Responder:
         max_udp_payload: int,
         cache_size: int,
         apex: Mapping[dns.name.Name, EmbeddedZone] | None = None,
+        *,
+        signed_elsewhere: bool = False,
     ) -> None:
         self._zones = zones
         self._apex = apex or {}
+        self._signed_elsewhere = signed_elsewhere
         self._max_udp_payload = max_udp_payload
         self._cache_size = cache_size
         self._plain: dict[bytes, Template] = {}
@@ -133,10 +146,33 @@ class Responder:
         cache[key] = template
         return template
 
+    def answer(self, query: dns.message.Message) -> dns.message.Message:
+        """The answer to a parsed query, as a message (which make_response signs with the
+        query's key when it had one)."""
+        response = dns.message.make_response(query)
+        if len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response
+        first = query.question[0]
+        resolution = resolve(self._zones, first.name, first.rdtype, first.rdclass, self._apex)
+        response.set_rcode(resolution.rcode)
+        if resolution.authoritative:
+            response.flags |= dns.flags.AA
+        response.answer = [*resolution.answer]
+        response.authority = [*resolution.authority]
+        return response
+
     def _respond_slowly(self, data: bytes, udp: bool) -> bytes | None:
         opcode = (data[2] >> 3) & 0x0F
+        if opcode == dns.opcode.UPDATE and self._signed_elsewhere:
+            return SIGNED
         try:
             query = dns.message.from_wire(data)
+        except dns.message.UnknownTSIGKey:
+            if self._signed_elsewhere:
+                return SIGNED
+            self._count(dns.rcode.FORMERR, udp)
+            return header_only(data, dns.rcode.FORMERR)
         except Exception:
             rcode = dns.rcode.NOTIMP if opcode != dns.opcode.QUERY else dns.rcode.FORMERR
             self._count(rcode, udp)

@@ -6,13 +6,17 @@ import asyncio
 import errno
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import dns.rcode
+import dns.tsig
+import dns.update
 
 from broker.dnsserver.responder import Responder
+from broker.dnsserver.signed import SignedMessages
 from broker.dnsserver.tcp import TcpConnection
 from broker.dnsserver.udp import UdpListener, bind_udp
-from broker.dnsserver.updates import UpdateDispatcher, UpdateHandler
+from broker.dnsserver.updates import SignedDispatcher
 from providers.embedded import EmbeddedZone, ZoneSet
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,20 @@ REPORTED_RCODES = (
 )
 
 
+class Signers(Protocol):
+    """Where TSIG keys come from and UPDATEs go (the broker's tokens and service)."""
+
+    fudge: float
+
+    async def key(self, name: str) -> dns.tsig.Key | None: ...
+
+    async def apply(
+        self, message: dns.update.UpdateMessage, key_name: str, source: str
+    ) -> dns.rcode.Rcode: ...
+
+    def report(self, outcome: str) -> None: ...
+
+
 class DnsServer:
     """An authoritative server for ``zones`` on every (host, port) of ``listen``."""
 
@@ -42,22 +60,34 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         max_tcp_connections: int = 256,
         answer_cache_size: int = 10000,
-        updates: UpdateHandler | None = None,
-        max_updates_in_flight: int = 64,
+        signers: Signers | None = None,
+        max_signed_in_flight: int = 64,
         apex_zones: Sequence[EmbeddedZone] = (),
     ) -> None:
-        """``updates`` answers UPDATE messages; ``apex_zones`` are zones this server is
-        not authoritative for but answers SOA and NS at their apex of (so RFC 2136
-        clients that look for the primary by SOA find this server)."""
+        """``signers`` finds TSIG keys and applies UPDATEs (without, a signed message is
+        FORMERR and an UPDATE NOTIMP); ``apex_zones`` are zones this server is not
+        authoritative for but answers SOA and NS at the apex of (so RFC 2136 clients that
+        look for the primary by SOA find this server)."""
         _validate(max_udp_payload, tcp_idle_timeout, max_tcp_connections, answer_cache_size)
         self._listen = list(listen)
         self._responder = Responder(
-            zones, max_udp_payload, answer_cache_size, apex={z.origin: z for z in apex_zones}
-        )
-        self._updates = (
-            None if updates is None else UpdateDispatcher(updates, max_updates_in_flight)
+            zones,
+            max_udp_payload,
+            answer_cache_size,
+            apex={z.origin: z for z in apex_zones},
+            signed_elsewhere=signers is not None,
         )
         zones.subscribe(self._responder.clear)
+        self._signed: SignedDispatcher | None = None
+        if signers is not None:
+            handler = SignedMessages(
+                signers.key,
+                signers.apply,
+                self._responder.answer,
+                fudge=signers.fudge,
+                report=signers.report,
+            )
+            self._signed = SignedDispatcher(handler, max_signed_in_flight)
         self._tcp_idle_timeout = tcp_idle_timeout
         self._max_tcp_connections = max_tcp_connections
         self._udp: list[UdpListener] = []
@@ -92,7 +122,7 @@ class DnsServer:
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            udp = UdpListener(await bind_udp(host, port), self._responder, self._updates)
+            udp = UdpListener(await bind_udp(host, port), self._responder, self._signed)
             bound_host, bound_port = udp.sockname()
             try:
                 tcp = await loop.create_server(
@@ -115,7 +145,7 @@ class DnsServer:
             self._connections,
             self._max_tcp_connections,
             self._tcp_idle_timeout,
-            self._updates,
+            self._signed,
         )
 
     async def stop(self) -> None:
@@ -132,8 +162,8 @@ class DnsServer:
             *(server.wait_closed() for server in tcp),
             *(connection.closed for connection in connections),
         )
-        if self._updates is not None:
-            await self._updates.close()
+        if self._signed is not None:
+            await self._signed.close()
         self._addresses = []
         logger.info("DNS server stopped")
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from typing import cast
 
-from broker.dnsserver.responder import Responder
-from broker.dnsserver.updates import UpdateDispatcher, is_update
+from broker.dnsserver.responder import SIGNED, Responder
+from broker.dnsserver.updates import SignedDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +26,10 @@ class TcpConnection(asyncio.Protocol):
         registry: set[TcpConnection],
         limit: int,
         idle_timeout: float,
-        updates: UpdateDispatcher | None = None,
+        signed: SignedDispatcher | None = None,
     ) -> None:
         self._responder = responder
-        self._updates = updates
+        self._signed = signed
         self._registry = registry
         self._limit = limit
         self._idle_timeout = idle_timeout
@@ -69,15 +69,14 @@ class TcpConnection(asyncio.Protocol):
             self._answer(query)
 
     def _answer(self, query: bytes) -> None:
-        if self._updates is not None and is_update(query):
-            self._updates.dispatch(query, self._peer(), self._send)
-            return
         try:
             response = self._responder.respond(query, False)
         except Exception:
             logger.exception("internal error answering a TCP query")
             response = self._responder.fail(query, False)
-        if response is not None:
+        if response is SIGNED and self._signed is not None:
+            self._signed.dispatch(query, self._peer(), self._send)
+        elif response is not None:
             self._send(response)
 
     def _send(self, response: bytes) -> None:

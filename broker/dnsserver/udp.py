@@ -16,8 +16,8 @@ import logging
 import socket
 from typing import Any, cast
 
-from broker.dnsserver.responder import Responder
-from broker.dnsserver.updates import UpdateDispatcher, is_update
+from broker.dnsserver.responder import SIGNED, Responder
+from broker.dnsserver.updates import SignedDispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,15 @@ async def bind_udp(host: str, port: int) -> socket.socket:
 
 
 class UdpListener:
-    """Answers queries arriving on ``sock``, which it owns and closes; UPDATE messages go
-    to ``updates`` when there is one."""
+    """Answers queries arriving on ``sock``, which it owns and closes; signed messages and
+    UPDATEs go to ``signed``."""
 
     def __init__(
-        self, sock: socket.socket, responder: Responder, updates: UpdateDispatcher | None = None
+        self, sock: socket.socket, responder: Responder, signed: SignedDispatcher | None = None
     ) -> None:
         self._sock = sock
         self._responder = responder
-        self._updates = updates
+        self._signed = signed
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._protocol: _UdpProtocol | None = None
@@ -67,12 +67,12 @@ class UdpListener:
             self._reading = True
         except NotImplementedError:
             _, self._protocol = await self._loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self._responder, self._updates), sock=self._sock
+                lambda: _UdpProtocol(self._responder, self._signed), sock=self._sock
             )
 
     def _on_readable(self) -> None:
         recvfrom, sendto = self._sock.recvfrom, self._sock.sendto
-        respond, updates = self._responder.respond, self._updates
+        respond = self._responder.respond
         for _ in range(BATCH):
             try:
                 data, address = recvfrom(MAX_QUERY_SIZE)
@@ -81,15 +81,14 @@ class UdpListener:
             except OSError as exc:
                 logger.debug("UDP receive error: %s", exc)
                 continue
-            if updates is not None and is_update(data):
-                updates.dispatch(data, address[0], functools.partial(self._reply, address))
-                continue
             try:
                 response = respond(data, True)
             except Exception:
                 logger.exception("internal error answering a UDP query from %s", address[0])
                 response = self._responder.fail(data, True)
-            if response is not None:
+            if response is SIGNED and self._signed is not None:
+                self._signed.dispatch(data, address[0], functools.partial(self._reply, address))
+            elif response is not None:
                 try:
                     sendto(response, address)
                 except OSError as exc:
@@ -111,9 +110,9 @@ class UdpListener:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder, updates: UpdateDispatcher | None) -> None:
+    def __init__(self, responder: Responder, signed: SignedDispatcher | None) -> None:
         self._responder = responder
-        self._updates = updates
+        self._signed = signed
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = asyncio.get_running_loop().create_future()
         self._paused = False
@@ -122,16 +121,15 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if self._updates is not None and is_update(data):
-            self._updates.dispatch(data, addr[0], functools.partial(self._send, addr))
-            return
         try:
             response = self._responder.respond(data, True)
         except Exception:
             logger.exception("internal error answering a UDP query from %s", addr[0])
             response = self._responder.fail(data, True)
-        if response is not None and not self._paused and self._transport is not None:
-            self._transport.sendto(response, addr)
+        if response is SIGNED and self._signed is not None:
+            self._signed.dispatch(data, addr[0], functools.partial(self._send, addr))
+        elif response is not None:
+            self._send(addr, response)
 
     def _send(self, addr: tuple[Any, ...], response: bytes) -> None:
         if not self._paused and self._transport is not None:

@@ -5,6 +5,7 @@ the right code, and a refused update changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -270,3 +271,85 @@ async def test_a_key_sealed_with_the_secret_key_works_and_is_not_kept_in_the_cle
     message.add(NAME, 60, "TXT", f'"{VALUE}"')
     assert (await send(running, message)).rcode() == dns.rcode.NOERROR
     assert await running.txt(NAME) == ("NOERROR", [VALUE])
+
+
+def _signed_add(key: TsigKey) -> bytes:
+    message = update(key)
+    message.add(NAME, 60, "TXT", f'"{VALUE}"')
+    return message.to_wire()
+
+
+def _with_counts(wire: bytes, additional: int) -> bytes:
+    return wire[:10] + additional.to_bytes(2) + wire[12:]
+
+
+async def test_malformed_updates_never_crash_the_server_nor_change_a_record(running: Running):
+    key = await tsig_token(running, "web1", ["www.example.test"])
+    good = _signed_add(key)
+    tsig_start = len(_update_without_tsig())
+    tsig_rr = good[tsig_start:]
+    arcount = int.from_bytes(good[10:12])
+    many = update(key)
+    for index in range(600):
+        many.add(f"_acme-challenge.h{index}.example.test.", 60, "TXT", f'"{VALUE}"')
+    broken = [
+        good[:-7],  # TSIG cut short
+        good[: tsig_start + 5],  # TSIG owner only
+        _with_counts(good + tsig_rr, arcount + 1),  # two TSIG records
+        _with_counts(good + bytes.fromhex("0000010001000000000000"), arcount + 1),  # TSIG not last
+        _with_counts(good, arcount + 3),  # counts promise more than there is
+        good[:12],  # header only
+        good[:5],  # not even a header
+        many.to_wire(max_size=65535),  # 600 changes, none in scope
+    ]
+    rng = random.Random(20261203)
+    for _ in range(300):
+        mutated = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(12, len(mutated))] = rng.randrange(256)
+        if mutated != good:
+            broken.append(bytes(mutated))
+    for wire in broken:
+        for tcp in (False, True):
+            response = await _send_either(running, wire, tcp=tcp)
+            if response is not None:
+                assert response[:2] == wire[:2]  # an answer to that message, not a crash
+    # A mutation may still be the signed update (the key name's letter case is not signed):
+    # then it did what the key's owner signed, and nothing else.
+    live = await running.broker.store.live_challenges()
+    assert {(r.fqdn, r.value, r.owner) for r in live} <= {(NAME, VALUE, "web1")}
+    assert (await running.query(ZONE, "SOA")).rcode() == dns.rcode.NOERROR
+    again = dns.message.from_wire(await send_raw(running, _signed_add(key)), keyring=False)
+    assert again.rcode() == dns.rcode.NOERROR  # and it still takes a good update
+
+
+def _update_without_tsig() -> bytes:
+    message = update(None)
+    message.add(NAME, 60, "TXT", f'"{VALUE}"')
+    return message.to_wire()
+
+
+async def _send_either(running: Running, wire: bytes, *, tcp: bool) -> bytes | None:
+    if tcp:
+        try:
+            return await send_raw(running, wire)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            return None
+    assert running.broker.dns_server is not None
+    host, port = running.broker.dns_server.addresses[0]
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            if not answer.done():
+                answer.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(host, port))
+    try:
+        transport.sendto(wire)
+        return await asyncio.wait_for(answer, 0.5)
+    except TimeoutError:
+        return None
+    finally:
+        transport.close()

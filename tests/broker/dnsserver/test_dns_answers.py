@@ -10,7 +10,7 @@ import dns.rrset
 import pytest
 
 from broker.dnsserver import DnsServer
-from providers.embedded import EmbeddedProvider, EmbeddedZone
+from providers.embedded import EmbeddedProvider, EmbeddedZone, EmbeddedZoneSettings
 from tests.broker.dnsserver.support import CHALLENGE, ZONE, Client
 
 SOA_TTL = 3600
@@ -241,3 +241,27 @@ async def test_query_counts_are_kept_per_transport_and_rcode(
     assert counts["udp", "REFUSED"] == 1
     assert counts["tcp", "NOERROR"] == 1
     assert counts["tcp", "FORMERR"] == 0
+
+
+async def test_a_zone_held_elsewhere_is_answered_at_its_apex_only(
+    provider: EmbeddedProvider,
+) -> None:
+    """Zones other providers hold (for RFC 2136 clients finding the server by SOA): SOA
+    and NS at the apex, "no SOA here" below it, nothing else."""
+    foreign = EmbeddedZone(EmbeddedZoneSettings(name="r53.test"))
+    server = DnsServer(provider.zone_set, [("127.0.0.1", 0)], apex_zones=[foreign])
+    await server.start()
+    try:
+        client = Client(*server.addresses[0])
+        soa = await client.ask("r53.test.", "SOA")
+        assert (soa.rcode(), bool(soa.flags & dns.flags.AA)) == (dns.rcode.NOERROR, True)
+        assert soa.answer[0].rdtype == dns.rdatatype.SOA
+        assert (await client.ask("R53.test.", "NS")).answer[0].rdtype == dns.rdatatype.NS
+        below = await client.ask("_acme-challenge.www.r53.test.", "SOA")
+        assert (below.rcode(), below.answer) == (dns.rcode.NOERROR, [])
+        assert below.authority[0].name == dns.name.from_text("r53.test.")
+        for name, rdtype in (("_acme-challenge.www.r53.test.", "TXT"), ("other.test.", "SOA")):
+            assert (await client.ask(name, rdtype)).rcode() == dns.rcode.REFUSED
+        assert (await client.ask(CHALLENGE, "TXT")).rcode() == dns.rcode.NXDOMAIN  # unchanged
+    finally:
+        await server.stop()
