@@ -41,7 +41,13 @@ LOCK_CLASS_RRSET = 20264
 KEEPALIVE_SECONDS = 5.0
 """A quiet listening connection is checked this often, so a dead one is noticed."""
 RECONNECT_MAX_SECONDS = 5.0
-FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
@@ -318,8 +324,13 @@ class AdvisoryLeadership(Leadership):
         self._connect = connect
         self._connection: asyncpg.Connection | None = None
         self._held = False
+        self._turn = asyncio.Lock()  # one statement at a time on the connection
 
     async def try_acquire(self) -> bool:
+        async with self._turn:
+            return await self._try_acquire()
+
+    async def _try_acquire(self) -> bool:
         try:
             if self._connection is None or self._connection.is_closed():
                 self._held = False
@@ -334,13 +345,17 @@ class AdvisoryLeadership(Leadership):
                 )
         except FAILURES as exc:
             log.warning("leadership check failed: %s", _why(exc))
-            await self.release()
+            await self._release()
             return False
         return self._held
 
     async def release(self) -> None:
         """Unlock at once where the connection still works (another replica may take over
         in its next second), then close it."""
+        async with self._turn:
+            await self._release()
+
+    async def _release(self) -> None:
         connection, held = self._connection, self._held
         self._connection, self._held = None, False
         if connection is None or connection.is_closed():
