@@ -17,17 +17,39 @@ try:
 except ImportError:
     uvloop = None
 
+import dns.rcode
+import dns.tsig
+import dns.update
+
 from broker.dnsserver import DnsServer
 from providers.embedded import EmbeddedProvider, EmbeddedSettings
 
 ZONE = "example.test."
 
 
+class NoKeys:
+    """The signed-message path switched on, as in a broker (dns.update.enabled), with no
+    keys: the benchmark measures queries with it in place."""
+
+    fudge = 300.0
+
+    async def key(self, name: str) -> dns.tsig.Key | None:
+        return None
+
+    async def apply(
+        self, message: dns.update.UpdateMessage, key_name: str, source: str
+    ) -> dns.rcode.Rcode:
+        return dns.rcode.REFUSED
+
+    def report(self, outcome: str) -> None:
+        pass
+
+
 async def serve(host: str, port: int, txt: list[str]) -> None:
     provider = EmbeddedProvider("embedded", EmbeddedSettings())
     for value in txt:
         await provider.add_txt(ZONE, f"_acme-challenge.www.{ZONE}", value, 60)
-    server = DnsServer(provider.zone_set, [(host, port)])
+    server = DnsServer(provider.zone_set, [(host, port)], signers=NoKeys())
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
