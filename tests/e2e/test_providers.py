@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import dns.asyncquery
 import dns.message
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from broker.config import load_settings
 from tests.fakes.clouddns import CloudDnsFake
 from tests.peers import free_port
-from tests.providers.aws import MotoServer
+from tests.providers.aws import MotoServer, create_zone, route53_txt
 from tests.providers.knot import TsigKnot
 from tests.support import Api, Running, require_binary, write_config
 
@@ -52,10 +51,7 @@ async def backends(tmp_path: Path) -> AsyncIterator[Backends]:
     )  # fmt: skip
     try:
         await asyncio.to_thread(knot.start)
-        boto3.client(
-            "route53", endpoint_url=moto.url, region_name="us-east-1",
-            aws_access_key_id="e2e", aws_secret_access_key="e2e",
-        ).create_hosted_zone(Name="r53.test.", CallerReference="e2e")  # fmt: skip
+        create_zone(moto, "r53.test.")
         gcp.add_zone("gcp-test", "gcp.test.")
         yield Backends(moto, gcp, knot)
     finally:
@@ -102,18 +98,7 @@ nameservers = {{ "knot.test" = ["127.0.0.1:{backends.knot.port}"] }}
 
 
 def route53_values(backends: Backends, name: str) -> list[str]:
-    client = boto3.client(
-        "route53", endpoint_url=backends.moto.url, region_name="us-east-1",
-        aws_access_key_id="e2e", aws_secret_access_key="e2e",
-    )  # fmt: skip
-    zone = client.list_hosted_zones()["HostedZones"][0]["Id"]
-    sets = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
-    return sorted(
-        record["Value"].strip('"')
-        for rrset in sets
-        if rrset["Name"] == name and rrset["Type"] == "TXT"
-        for record in rrset["ResourceRecords"]
-    )
+    return route53_txt(backends.moto, name)
 
 
 def gcp_values(backends: Backends, name: str) -> list[str]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import boto3
 import dns.asyncquery
 import dns.message
 import dns.rcode
@@ -22,7 +21,7 @@ import pytest
 
 from tests.peers import PostgresCluster
 from tests.process import Served, start
-from tests.providers.aws import MotoServer
+from tests.providers.aws import MotoServer, create_zone, route53_txt
 from tests.support import write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -177,7 +176,7 @@ max_values_per_name = 64
         )
     )
     assert [status for status, _ in results] == [201] * len(values)
-    assert _route53_values(moto, "_acme-challenge.www.r53.test.") == sorted(values)
+    assert route53_txt(moto, "_acme-challenge.www.r53.test.") == sorted(values)
 
 
 async def test_a_token_revoked_on_one_replica_is_refused_by_the_other(replicas: StartReplicas):
@@ -313,26 +312,7 @@ async def moto() -> Any:
     server = MotoServer()
     await asyncio.to_thread(server.start)
     try:
-        _route53(server).create_hosted_zone(Name="r53.test.", CallerReference="replicas")
+        create_zone(server, "r53.test.")
         yield server
     finally:
         await asyncio.to_thread(server.stop)
-
-
-def _route53(server: MotoServer) -> Any:
-    return boto3.client(
-        "route53", endpoint_url=server.url, region_name="us-east-1",
-        aws_access_key_id="replicas", aws_secret_access_key="replicas",
-    )  # fmt: skip
-
-
-def _route53_values(server: MotoServer, name: str) -> list[str]:
-    client = _route53(server)
-    zone = client.list_hosted_zones()["HostedZones"][0]["Id"]
-    sets = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
-    return sorted(
-        record["Value"].strip('"')
-        for rrset in sets
-        if rrset["Name"] == name and rrset["Type"] == "TXT"
-        for record in rrset["ResourceRecords"]
-    )

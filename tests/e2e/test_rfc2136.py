@@ -11,14 +11,13 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from broker.auth import issue_token
 from broker.config import load_settings
 from broker.store import ChallengeRecord, ChallengeState
 from tests.peers import Pebble, run, verify_chain
-from tests.providers.aws import MotoServer
+from tests.providers.aws import MotoServer, create_zone
 from tests.support import Running, require_binary, write_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -126,10 +125,7 @@ async def moto() -> AsyncIterator[MotoServer]:
     server = MotoServer()
     await asyncio.to_thread(server.start)
     try:
-        boto3.client(
-            "route53", endpoint_url=server.url, region_name="us-east-1",
-            aws_access_key_id="rfc2136", aws_secret_access_key="rfc2136",
-        ).create_hosted_zone(Name="r53.test.", CallerReference="rfc2136")  # fmt: skip
+        create_zone(server, "r53.test.")
         yield server
     finally:
         await asyncio.to_thread(server.stop)

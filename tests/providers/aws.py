@@ -11,8 +11,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import boto3
 from aiohttp import web
 
 from tests.peers import free_port
@@ -80,6 +82,31 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def route53_client(server: MotoServer) -> Any:
+    """boto3's Route53 client on ``server`` (moto takes any credentials)."""
+    return boto3.client(
+        "route53", endpoint_url=server.url, region_name="us-east-1",
+        aws_access_key_id="tests", aws_secret_access_key="tests",
+    )  # fmt: skip
+
+
+def create_zone(server: MotoServer, name: str) -> None:
+    route53_client(server).create_hosted_zone(Name=name, CallerReference=name)
+
+
+def route53_txt(server: MotoServer, name: str) -> list[str]:
+    """The TXT values at ``name`` in the first hosted zone, sorted, unquoted."""
+    client = route53_client(server)
+    zone = client.list_hosted_zones()["HostedZones"][0]["Id"]
+    sets = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return sorted(
+        record["Value"].strip('"')
+        for rrset in sets
+        if rrset["Name"] == name and rrset["Type"] == "TXT"
+        for record in rrset["ResourceRecords"]
+    )
 
 
 class Route53Proxy:
