@@ -32,6 +32,19 @@ def token_json(record: TokenRecord) -> dict[str, Any]:
     }
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's own token: its name and what it may do (clients check their names
+    against it before ordering a certificate)."""
+    principal = await authenticate(request)
+    return web.json_response(
+        {
+            "name": principal.name,
+            "allow": [str(scope) for scope in principal.scopes],
+            "admin": principal.admin,
+        }
+    )
+
+
 async def list_tokens(request: web.Request) -> web.Response:
     (await authenticate(request)).require_admin()
     include_revoked = boolean_query(request, "all")

@@ -165,3 +165,15 @@ async def test_all_true_includes_revoked_tokens(api: Api, running: Running):
         for query in ("", "?all=false", "?all=true")
     }
     assert names == {"": {"admin"}, "?all=false": {"admin"}, "?all=true": {"admin", "gone"}}
+
+
+async def test_a_token_can_read_its_own_name_and_scopes(api: Api, running: Running):
+    token = await running.token("web1", ["example.test", "*.example.test"])
+    status, me = await api.call("GET", "/v1/whoami", token)
+    assert (status, me) == (
+        200,
+        {"name": "web1", "allow": ["example.test", "*.example.test"], "admin": False},
+    )
+    status, me = await api.call("GET", "/v1/whoami", running.admin_token)
+    assert (status, me["admin"], me["allow"]) == (200, True, [])
+    assert (await api.call("GET", "/v1/whoami", "d01_nope"))[0] == 401
