@@ -6,6 +6,10 @@ Every CSR name is checked against the token's scope before any ACME call. Orders
 background tasks owned by this service; their state and result are stored. The broker's
 account per CA directory is created on first use; its key is kept encrypted with
 ``acme.account_key_passphrase`` (or a generated key file beside the store).
+
+An order may ask to be kept renewed (``renew``): the leader then re-orders with the same
+CSR once a third of the certificate's lifetime is left, while the owner's token is still
+live and still covers the names, and stores the new certificate in the same order.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from broker.acme import (
     NotPropagatedError,
     OrderFailedError,
     PresentedChallenge,
+    SignedCertificate,
     SolverError,
     csr_names,
     generate_account_key,
+    load_certificate,
     load_csr,
     sign_csr,
     ssl_context,
@@ -44,6 +50,7 @@ from broker.auth import Principal
 from broker.config import AcmeSettings
 from broker.dnsname import ChallengeTarget, Scope
 from broker.errors import BrokerError, FieldProblem, InvalidRequestError, NotFoundError
+from broker.metrics import Metrics
 from broker.service import ChallengeService
 from broker.store import AcmeAccountRecord, CertificateOrderRecord, OrderState, Store
 from broker.watch import PropagationWatch
@@ -93,6 +100,8 @@ class ServiceSolver:
 
 CLAIM_SECONDS = 30.0
 """How long a replica's claim on an order it runs lasts; it renews it a third of the way."""
+RENEWAL_RETRY_SECONDS = 3600.0
+"""After a failed renewal, the next try is no sooner than this (or the CA's Retry-After)."""
 
 
 class CertificateService:
@@ -108,8 +117,10 @@ class CertificateService:
         settings: AcmeSettings,
         *,
         replica: str = "local",
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self._metrics = metrics
         self._service = service
         self._watch = watch
         self._settings = settings
@@ -130,7 +141,9 @@ class CertificateService:
         with contextlib.suppress(BrokerError):
             await self.store.release_claims(self._replica)
 
-    async def submit(self, principal: Principal, csr_pem: str) -> CertificateOrderRecord:
+    async def submit(
+        self, principal: Principal, csr_pem: str, *, renew: bool = False
+    ) -> CertificateOrderRecord:
         if "\x00" in csr_pem:
             detail = "the CSR holds a NUL character: send the PEM text alone"
             raise InvalidRequestError(detail, problems=[FieldProblem("/csr", detail)])
@@ -157,11 +170,12 @@ class CertificateService:
             updated_at=now,
             claimed_by=self._replica,
             claimed_until=now + CLAIM_SECONDS,
+            renew=renew,
         )
         await self.store.create_order(order)
         self._start(order, csr)
-        log.info("certificate order submitted id=%s names=%s owner=%s", order.id,
-                 ",".join(names), principal.name)  # fmt: skip
+        log.info("certificate order submitted id=%s names=%s owner=%s renew=%s", order.id,
+                 ",".join(names), principal.name, renew)  # fmt: skip
         return order
 
     async def resume(self) -> int:
@@ -188,18 +202,78 @@ class CertificateService:
             self._start(order, load_csr(order.csr_pem))
         return len(claimed)
 
-    def _start(self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest) -> None:
-        task = asyncio.create_task(self._claimed(order, csr), name=f"order-{order.id}")
+    async def renew_due(self) -> int:
+        """Renew every kept certificate that is due and not already being renewed or
+        waiting to retry (a leader duty). Return how many were started."""
+        now = time.time()
+        due = await self.store.claim_renewals(self._replica, now, now + CLAIM_SECONDS)
+        tokens = {t.name: t for t in await self.store.list_tokens()} if due else {}
+        started = 0
+        for order in due:
+            if order.id in self._tasks:
+                continue
+            owner = tokens.get(order.owner)
+            if owner is None or not _live(owner.expires_at, now):
+                await self._renewal_failed(order, _problem_json(
+                    "owner-not-valid", f"the token {order.owner!r} that asked for renewal is "
+                    "revoked, expired or gone; submit the CSR again with a valid token",
+                ))  # fmt: skip
+                continue
+            principal = Principal(owner.name, tuple(Scope.parse(p) for p in owner.scopes),
+                                  owner.admin)  # fmt: skip
+            uncovered = [n for n in order.names if not _covers(principal, n)]
+            if uncovered:
+                await self._renewal_failed(order, _problem_json(
+                    "owner-not-allowed", f"the token {order.owner!r} no longer covers "
+                    f"{', '.join(uncovered)}",
+                ))  # fmt: skip
+                continue
+            log.info("renewing certificate id=%s names=%s", order.id, ",".join(order.names))
+            self._start(order, load_csr(order.csr_pem), renewal=True)
+            started += 1
+        await self._publish_expiry()
+        return started
+
+    async def _renewal_failed(
+        self, order: CertificateOrderRecord, error: str, retry_after: float | None = None
+    ) -> None:
+        wait = max(RENEWAL_RETRY_SECONDS, retry_after or 0.0)
+        log.warning("certificate renewal failed id=%s, next try in %.0fs: %s", order.id, wait,
+                    json.loads(error).get("detail"))  # fmt: skip
+        await self.store.renewal_failed(order.id, error, time.time() + wait)
+        if self._metrics is not None:
+            self._metrics.certificate_renewals.labels("failed").inc()
+
+    async def _publish_expiry(self) -> None:
+        if self._metrics is None:
+            return
+        gauge = self._metrics.certificate_expiry
+        gauge.clear()
+        for order in await self.store.kept_certificates():
+            if order.not_after is not None:
+                gauge.labels(order.id, order.names[0]).set(order.not_after)
+
+    def _start(
+        self,
+        order: CertificateOrderRecord,
+        csr: x509.CertificateSigningRequest,
+        *,
+        renewal: bool = False,
+    ) -> None:
+        task = asyncio.create_task(self._claimed(order, csr, renewal), name=f"order-{order.id}")
         self._tasks[order.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(order.id, None))
 
     async def _claimed(
-        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest
+        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest, renewal: bool
     ) -> None:
-        """Run the order while renewing this replica's claim on it."""
+        """Run the order (or its renewal) while renewing this replica's claim on it."""
         renewing = asyncio.create_task(self._renew_claim(order.id))
         try:
-            await self._run(order, csr)
+            if renewal:
+                await self._renew(order, csr)
+            else:
+                await self._run(order, csr)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,20 +300,8 @@ class CertificateService:
     async def _run(
         self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest
     ) -> None:
-        principal = Principal(
-            name=order.owner,
-            scopes=tuple(Scope(ChallengeTarget.from_domain(n).base, False) for n in order.names),
-            admin=False,
-        )
-        solver = ServiceSolver(self._service, self._watch, principal)
         try:
-            client = await self._client(order.directory)
-            signed = await asyncio.wait_for(
-                sign_csr(
-                    client, csr, solver, propagation_timeout=self._settings.propagation_timeout
-                ),
-                self._settings.order_timeout,
-            )
+            signed = await self._sign(order, csr)
         except (AcmeError, TimeoutError, OSError) as exc:
             log.warning("certificate order failed id=%s: %s", order.id, exc)
             await self.store.finish_order(
@@ -247,9 +309,50 @@ class CertificateService:
             )
             return
         await self.store.finish_order(
-            order.id, OrderState.VALID, time.time(), fullchain_pem=signed.fullchain_pem
-        )
+            order.id, OrderState.VALID, time.time(),
+            fullchain_pem=signed.fullchain_pem, validity=_validity(signed.fullchain_pem),
+        )  # fmt: skip
         log.info("certificate order valid id=%s issuer=%s", order.id, signed.issuer)
+
+    async def _renew(
+        self, order: CertificateOrderRecord, csr: x509.CertificateSigningRequest
+    ) -> None:
+        """Re-order with the same CSR; the current certificate stays until one is issued."""
+        try:
+            signed = await self._sign(order, csr, replaces=order.fullchain_pem)
+        except (AcmeError, TimeoutError, OSError) as exc:
+            await self._renewal_failed(order, _error_json(exc), getattr(exc, "retry_after", None))
+            return
+        await self.store.record_renewal(
+            order.id, signed.fullchain_pem, _validity(signed.fullchain_pem), time.time()
+        )
+        if self._metrics is not None:
+            self._metrics.certificate_renewals.labels("renewed").inc()
+        log.info("certificate renewed id=%s issuer=%s", order.id, signed.issuer)
+        await self._publish_expiry()
+
+    async def _sign(
+        self,
+        order: CertificateOrderRecord,
+        csr: x509.CertificateSigningRequest,
+        *,
+        replaces: str | None = None,
+    ) -> SignedCertificate:
+        principal = Principal(
+            name=order.owner,
+            scopes=tuple(Scope(ChallengeTarget.from_domain(n).base, False) for n in order.names),
+            admin=False,
+        )
+        solver = ServiceSolver(self._service, self._watch, principal)
+        client = await self._client(order.directory)
+        return await asyncio.wait_for(
+            sign_csr(
+                client, csr, solver,
+                replaces=replaces,
+                propagation_timeout=self._settings.propagation_timeout,
+            ),
+            self._settings.order_timeout,
+        )  # fmt: skip
 
     async def _client(self, directory: str) -> AcmeClient:
         async with self._account_lock:
@@ -314,6 +417,16 @@ def read_or_create_secret(path: Path) -> bytes:
 
 def _live(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
+
+
+def _covers(principal: Principal, name: str) -> bool:
+    return principal.may_challenge(ChallengeTarget.from_domain(name).base)
+
+
+def _validity(fullchain_pem: str) -> tuple[float, float]:
+    """The leaf certificate's (not before, not after) as Unix times."""
+    leaf = load_certificate(fullchain_pem.encode())
+    return leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
 
 
 def _problem_json(code: str, detail: str, **extra: Any) -> str:

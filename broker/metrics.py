@@ -82,6 +82,18 @@ class Metrics:
             "1 while this replica leads (expires leases, resumes orders), else 0",
             registry=self.registry,
         )
+        self.certificate_expiry = Gauge(
+            "dns01_broker_certificate_expiry_seconds",
+            "When each certificate the broker keeps renewed expires (Unix time; on the leader)",
+            ["order", "name"],
+            registry=self.registry,
+        )
+        self.certificate_renewals = Counter(
+            "dns01_broker_certificate_renewals",
+            "Renewals of kept certificates by outcome (renewed, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.store_changes = Counter(
             "dns01_broker_store_changes",
             "Changes other replicas made, applied here, by kind (txt, token, registration, resync)",

@@ -188,7 +188,12 @@ class Broker:
         )
         self.watch = PropagationWatch(self.checker, self.metrics, self.store)
         self.certificates = CertificateService(
-            self.store, self.service, self.watch, self.settings.acme, replica=self.replica
+            self.store,
+            self.service,
+            self.watch,
+            self.settings.acme,
+            replica=self.replica,
+            metrics=self.metrics,
         )
         await self._start_http()
         self.reconciler = Reconciler(
@@ -196,7 +201,7 @@ class Broker:
             self.settings.challenges.reconcile_interval,
             self.store.leadership(),
             self.metrics,
-            duties=[self.certificates.resume],
+            duties=[self.certificates.resume, self.certificates.renew_due],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 

@@ -21,6 +21,7 @@ ROUTES: tuple[Route, ...] = (
     ("GET", "/v1/propagation", native.check_propagation),
     ("POST", "/v1/certificates", certificates.submit),
     ("GET", "/v1/certificates/{id}", certificates.get_order),
+    ("GET", "/v1/certificates/{id}/latest", certificates.latest),
     ("GET", "/v1/whoami", tokens.whoami),
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),

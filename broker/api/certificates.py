@@ -27,6 +27,7 @@ DEFAULT_WAIT = 60.0
 
 class CertificateBody(StrictBody):
     csr: str
+    renew: bool = False
     wait: bool = False
     timeout: OptionalNumber = None
 
@@ -49,6 +50,11 @@ def order_json(order: CertificateOrderRecord) -> dict[str, Any]:
         "updated_at": timestamp(order.updated_at),
         "fullchain_pem": order.fullchain_pem,
         "error": None if order.error is None else json.loads(order.error),
+        "renew": order.renew,
+        "not_before": None if order.not_before is None else timestamp(order.not_before),
+        "not_after": None if order.not_after is None else timestamp(order.not_after),
+        "renewals": order.renewals,
+        "renewal_error": None if order.renewal_error is None else json.loads(order.renewal_error),
     }
 
 
@@ -57,7 +63,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await read_json(request, CertificateBody)
     wait = deadline_seconds(body.timeout, "/timeout")
     certificates = _certificates(request)
-    order = await certificates.submit(principal, body.csr)
+    order = await certificates.submit(principal, body.csr, renew=body.renew)
     if body.wait:
         await certificates.wait(order.id, wait or DEFAULT_WAIT)
         order = await certificates.get(principal, order.id)
@@ -73,3 +79,13 @@ async def get_order(request: web.Request) -> web.Response:
     order_id = path_part(request, "id", RECORD_ID, "certificate order")
     order = await _certificates(request).get(principal, order_id)
     return web.json_response(order_json(order))
+
+
+async def latest(request: web.Request) -> web.Response:
+    """The order's newest certificate chain as PEM (for scripts: ``curl -o``)."""
+    principal = await authenticate(request)
+    order_id = path_part(request, "id", RECORD_ID, "certificate order")
+    order = await _certificates(request).get(principal, order_id)
+    if order.fullchain_pem is None:
+        raise NotFoundError(f"certificate order {order_id!r} has no certificate ({order.state})")
+    return web.Response(text=order.fullchain_pem, content_type="application/pem-certificate-chain")

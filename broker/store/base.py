@@ -101,8 +101,16 @@ class CertificateOrderRecord:
     error: str | None = None
     """JSON: the CA's problem document (or the broker's) when the order failed."""
     claimed_by: str | None = None
-    """The replica running the order, while ``claimed_until`` has not passed."""
+    """The replica running the order (or renewing it), while ``claimed_until`` has not
+    passed; with no replica, the earliest time to try a failed renewal again."""
     claimed_until: float | None = None
+    renew: bool = False
+    """The broker keeps the certificate renewed, re-ordering with the same CSR."""
+    not_before: float | None = None
+    not_after: float | None = None
+    renewals: int = 0
+    renewal_error: str | None = None
+    """Why the last renewal failed (JSON problem), cleared by the next that works."""
 
 
 class Store(ABC):
@@ -221,7 +229,34 @@ class Store(ABC):
         *,
         fullchain_pem: str | None = None,
         error: str | None = None,
-    ) -> None: ...
+        validity: tuple[float, float] | None = None,
+    ) -> None:
+        """End a pending order; ``validity`` is the certificate's (not before, not after)."""
+
+    @abstractmethod
+    async def claim_renewals(
+        self, replica: str, now: float, until: float
+    ) -> list[CertificateOrderRecord]:
+        """Claim every kept certificate that is due (a third of its lifetime left) and
+        that no replica is renewing or waiting to retry; return them."""
+
+    @abstractmethod
+    async def record_renewal(
+        self,
+        order_id: str,
+        fullchain_pem: str,
+        validity: tuple[float, float],
+        at: float,
+    ) -> None:
+        """The order's certificate was renewed: keep the new one, release the claim."""
+
+    @abstractmethod
+    async def renewal_failed(self, order_id: str, error: str, retry_at: float) -> None:
+        """Keep the current certificate; say why; try again no sooner than ``retry_at``."""
+
+    @abstractmethod
+    async def kept_certificates(self) -> list[CertificateOrderRecord]:
+        """Every valid order the broker keeps renewed."""
 
     @abstractmethod
     async def rehash_registration(self, username: str, key_hash: str) -> None:

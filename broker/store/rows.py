@@ -28,7 +28,7 @@ REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, le
 ACCOUNT_COLUMNS = "directory, url, key_pem, created_at"
 ORDER_COLUMNS = (
     "id, owner, names, csr_pem, directory, state, created_at, updated_at, fullchain_pem, error, "
-    "claimed_by, claimed_until"
+    "claimed_by, claimed_until, renew, not_before, not_after, renewals, renewal_error"
 )
 
 
@@ -115,13 +115,17 @@ def order_row(order: CertificateOrderRecord) -> Row:
         order.error,
         order.claimed_by,
         order.claimed_until,
+        int(order.renew),
+        order.not_before,
+        order.not_after,
+        order.renewals,
+        order.renewal_error,
     )
 
 
 def order_from_row(row: Row) -> CertificateOrderRecord:
-    id_, owner, names, csr_pem, directory, state, created, updated, fullchain, error, by, until = (
-        row
-    )
+    id_, owner, names, csr_pem, directory, state, created, updated, fullchain, error = row[:10]
+    by, until, renew, not_before, not_after, renewals, renewal_error = row[10:]
     return CertificateOrderRecord(
         id=id_,
         owner=owner,
@@ -135,6 +139,11 @@ def order_from_row(row: Row) -> CertificateOrderRecord:
         error=error,
         claimed_by=by,
         claimed_until=until,
+        renew=bool(renew),
+        not_before=not_before,
+        not_after=not_after,
+        renewals=renewals,
+        renewal_error=renewal_error,
     )
 
 

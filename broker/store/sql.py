@@ -258,12 +258,52 @@ class SqlStore(Store):
         *,
         fullchain_pem: str | None = None,
         error: str | None = None,
+        validity: tuple[float, float] | None = None,
     ) -> None:
+        not_before, not_after = validity or (None, None)
         await self._modify_count(
             "UPDATE certificate_orders SET state = ?, updated_at = ?, fullchain_pem = ?, "
-            "error = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            (state.value, at, fullchain_pem, error, order_id),
+            "error = ?, not_before = ?, not_after = ?, claimed_by = NULL, claimed_until = NULL "
+            "WHERE id = ?",
+            (state.value, at, fullchain_pem, error, not_before, not_after, order_id),
         )
+
+    async def claim_renewals(
+        self, replica: str, now: float, until: float
+    ) -> list[CertificateOrderRecord]:
+        rows = await self._modify(
+            "UPDATE certificate_orders SET claimed_by = ?, claimed_until = ? "
+            "WHERE state = 'valid' AND renew = 1 AND not_after IS NOT NULL "
+            "AND not_after - (not_after - not_before) / 3 <= ? "
+            "AND (claimed_until IS NULL OR claimed_until < ?) "
+            f"RETURNING {ORDER_COLUMNS}",
+            (replica, until, now, now),
+        )
+        return [order_from_row(row) for row in rows]
+
+    async def record_renewal(
+        self, order_id: str, fullchain_pem: str, validity: tuple[float, float], at: float
+    ) -> None:
+        await self._modify_count(
+            "UPDATE certificate_orders SET fullchain_pem = ?, not_before = ?, not_after = ?, "
+            "updated_at = ?, renewals = renewals + 1, renewal_error = NULL, "
+            "claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            (fullchain_pem, *validity, at, order_id),
+        )
+
+    async def renewal_failed(self, order_id: str, error: str, retry_at: float) -> None:
+        await self._modify_count(
+            "UPDATE certificate_orders SET renewal_error = ?, claimed_by = NULL, "
+            "claimed_until = ? WHERE id = ?",
+            (error, retry_at, order_id),
+        )
+
+    async def kept_certificates(self) -> list[CertificateOrderRecord]:
+        rows = await self._select(
+            f"SELECT {ORDER_COLUMNS} FROM certificate_orders WHERE state = 'valid' AND renew = 1 "
+            "ORDER BY not_after"
+        )
+        return [order_from_row(row) for row in rows]
 
     async def claim_orders(
         self, replica: str, now: float, until: float
@@ -279,7 +319,7 @@ class SqlStore(Store):
     async def extend_claim(self, order_id: str, replica: str, until: float) -> bool:
         changed = await self._modify_count(
             "UPDATE certificate_orders SET claimed_until = ? "
-            "WHERE id = ? AND claimed_by = ? AND state = 'pending'",
+            "WHERE id = ? AND claimed_by = ? AND state IN ('pending', 'valid')",
             (until, order_id, replica),
         )
         return changed > 0
@@ -287,7 +327,7 @@ class SqlStore(Store):
     async def release_claims(self, replica: str) -> None:
         await self._modify_count(
             "UPDATE certificate_orders SET claimed_until = NULL "
-            "WHERE claimed_by = ? AND state = 'pending'",
+            "WHERE claimed_by = ? AND state IN ('pending', 'valid')",
             (replica,),
         )
 

@@ -261,3 +261,99 @@ async def test_an_order_whose_replica_died_is_resumed_by_the_leader(world: World
     assert refused is not None
     assert refused.state is OrderState.INVALID
     assert "no longer valid" in (refused.error or "")
+
+
+async def _until_order(store, order_id: str, done, seconds: float = 60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        order = await store.order(order_id)
+        if order is not None and done(order):
+            return order
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"order {order_id} never got there: {await store.order(order_id)}")
+
+
+async def test_a_kept_certificate_is_renewed_by_the_leader_with_the_same_csr(
+    world: World, tmp_path, openapi
+):
+    """The leader's reconcile pass renews a kept certificate once a third of its lifetime
+    is left; the order then serves the new one (also as PEM at .../latest) and the
+    expiry metric follows. A certificate not asked to be kept is left alone."""
+    api = Api(world.running, openapi)
+    store = world.running.broker.store
+    token = await world.running.token("web1", ["www.example.test"])
+    csr = make_csr("www.example.test")
+    status, kept = await api.call(
+        "POST", "/v1/certificates", token,
+        json={"csr": csr, "renew": True, "wait": True, "timeout": 60},
+    )  # fmt: skip
+    assert (status, kept["state"], kept["renew"], kept["renewals"]) == (200, "valid", True, 0)
+    leaf = x509.load_pem_x509_certificate(kept["fullchain_pem"].encode())
+    assert kept["not_after"].startswith(f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%S}")
+    status, once = await api.call(
+        "POST", "/v1/certificates", token, json={"csr": csr, "wait": True, "timeout": 60}
+    )
+    assert (status, once["renew"]) == (200, False)
+
+    now = time.time()
+    for order in (kept, once):  # as if issued long ago: two thirds of the lifetime gone
+        await store.finish_order(
+            order["id"], OrderState.VALID, now,
+            fullchain_pem=order["fullchain_pem"], validity=(now - 200, now + 100),
+        )  # fmt: skip
+    renewed = await _until_order(store, kept["id"], lambda o: o.renewals == 1)
+    assert renewed.fullchain_pem != kept["fullchain_pem"]
+    new_leaf = x509.load_pem_x509_certificate(renewed.fullchain_pem.encode())
+    assert new_leaf.public_key() == leaf.public_key()  # same CSR, the client's own key
+    assert renewed.not_after == new_leaf.not_valid_after_utc.timestamp()
+    assert renewed.renewal_error is None
+
+    latest = f"/v1/certificates/{kept['id']}/latest"
+    async with world.running.session.get(
+        world.running.url + latest, headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 200
+        assert response.content_type == "application/pem-certificate-chain"
+        assert await response.text() == renewed.fullchain_pem
+    untouched = await store.order(once["id"])
+    assert untouched is not None
+    assert (untouched.renewals, untouched.fullchain_pem) == (0, once["fullchain_pem"])
+
+    async with world.running.session.get(world.running.url + "/metrics") as response:
+        metrics = await response.text()
+    labels = f'name="www.example.test",order="{kept["id"]}"'
+    expiry = f"dns01_broker_certificate_expiry_seconds{{{labels}}} {renewed.not_after:.9e}"
+    assert expiry in metrics
+    assert once["id"] not in metrics
+    assert 'dns01_broker_certificate_renewals_total{outcome="renewed"} 1.0' in metrics
+
+
+async def test_a_kept_certificate_of_a_revoked_token_is_not_renewed_and_says_why(
+    world: World, openapi
+):
+    api = Api(world.running, openapi)
+    store = world.running.broker.store
+    token = await world.running.token("web1", ["app.example.test"])
+    status, kept = await api.call(
+        "POST", "/v1/certificates", token,
+        json={"csr": make_csr("app.example.test"), "renew": True, "wait": True, "timeout": 60},
+    )  # fmt: skip
+    assert (status, kept["state"]) == (200, "valid")
+    await store.revoke_token("web1", time.time())
+    now = time.time()
+    await store.finish_order(
+        kept["id"], OrderState.VALID, now,
+        fullchain_pem=kept["fullchain_pem"], validity=(now - 200, now + 100),
+    )  # fmt: skip
+    failed = await _until_order(store, kept["id"], lambda o: o.renewal_error is not None)
+    assert failed.renewals == 0
+    assert failed.fullchain_pem == kept["fullchain_pem"]
+    assert failed.claimed_until is not None
+    assert failed.claimed_until > now + 3000
+    admin = world.running.admin_token
+    status, seen = await api.call(
+        "GET", f"/v1/certificates/{kept['id']}", admin, template="/v1/certificates/{id}"
+    )
+    assert status == 200
+    assert seen["renewal_error"]["type"] == "urn:dns01-broker:problem:owner-not-valid"
+    assert "web1" in seen["renewal_error"]["detail"]

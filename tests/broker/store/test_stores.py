@@ -93,6 +93,44 @@ async def test_a_lapsed_claim_is_taken_over_and_a_live_one_is_not(store: Store):
     assert await store.claim_orders("d", now=10_000.0, until=10_030.0) == []
 
 
+async def test_kept_certificates_are_claimed_when_a_third_is_left_and_retried_later(
+    store: Store,
+):
+    kept = CertificateOrderRecord(
+        id="kept", owner="web1", names=("www.example.test",), csr_pem="-", directory="d",
+        state=OrderState.PENDING, created_at=1.0, updated_at=1.0, renew=True,
+    )  # fmt: skip
+    await store.create_order(kept)
+    await store.create_order(replace(kept, id="once", renew=False))
+    for order_id in ("kept", "once"):
+        await store.finish_order(
+            order_id, OrderState.VALID, 2.0, fullchain_pem="pem1", validity=(0.0, 900.0)
+        )
+    # due once a third of the lifetime is left: at 600 of 0..900
+    assert await store.claim_renewals("a", now=599.0, until=629.0) == []
+    claimed = await store.claim_renewals("a", now=600.0, until=630.0)
+    assert [(o.id, o.claimed_by, o.not_after) for o in claimed] == [("kept", "a", 900.0)]
+    assert await store.claim_renewals("b", now=610.0, until=640.0) == []
+    assert await store.extend_claim("kept", "a", 660.0)
+
+    await store.renewal_failed("kept", '{"detail": "CA down"}', retry_at=4000.0)
+    failed = await store.order("kept")
+    assert failed is not None
+    assert (failed.fullchain_pem, failed.renewal_error) == ("pem1", '{"detail": "CA down"}')
+    assert await store.claim_renewals("b", now=3999.0, until=4029.0) == []
+    assert [o.id for o in await store.claim_renewals("b", now=4000.5, until=4030.0)] == ["kept"]
+
+    await store.record_renewal("kept", "pem2", (4000.0, 4900.0), at=4001.0)
+    renewed = await store.order("kept")
+    assert renewed is not None
+    assert (renewed.fullchain_pem, renewed.not_before, renewed.not_after) == (
+        "pem2", 4000.0, 4900.0
+    )
+    assert (renewed.renewals, renewed.renewal_error, renewed.claimed_by) == (1, None, None)
+    assert await store.claim_renewals("c", now=4001.0, until=4031.0) == []
+    assert [o.id for o in await store.kept_certificates()] == ["kept"]
+
+
 async def test_the_token_generation_moves_with_every_token_change(store: Store):
     feed = store.changes()
     runner = None
