@@ -14,30 +14,48 @@ from tests.support import ROOT, require_binary
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "dns01-broker.service"
+RENEW = DEPLOY / "dns01-broker-renew.service"
+TIMER = DEPLOY / "dns01-broker-renew.timer"
 EXEC = "/opt/dns01-broker/.venv/bin/dns01-broker"
 
 
-def unit_settings() -> dict[str, list[str]]:
+def unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     """Every ``Key=value`` of the unit, keys repeated as systemd allows."""
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text(encoding="utf-8").splitlines():
+    for line in unit.read_text(encoding="utf-8").splitlines():
         match = re.fullmatch(r"([A-Za-z]+)=(.*)", line.strip())
         if match:
             settings.setdefault(match.group(1), []).append(match.group(2))
     return settings
 
 
-def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path):
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path):
     analyze = require_binary("systemd-analyze")
     executable = tmp_path / "dns01-broker"
     executable.write_text("#!/bin/sh\n", encoding="utf-8")
     executable.chmod(0o755)
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text(encoding="utf-8").replace(EXEC, str(executable)))
+    units = []
+    for source in (UNIT, RENEW, TIMER):
+        unit = tmp_path / source.name
+        unit.write_text(source.read_text(encoding="utf-8").replace(EXEC, str(executable)))
+        units.append(str(unit))
     done = subprocess.run(
-        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=30, check=False
+        [analyze, "verify", *units], capture_output=True, text=True, timeout=30, check=False
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_renewal_timer_runs_renew_all_twice_a_day_at_a_random_minute():
+    service = unit_settings(RENEW)
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [f"{EXEC} renew --all"]
+    assert service["Environment"] == ["DNS01_BROKER_CONFIG=/etc/dns01-broker/broker.toml"]
+    assert "User" not in service  # root: /etc/dns01-broker/live and deploy hooks
+    timer = unit_settings(TIMER)
+    assert timer["OnCalendar"] == ["*-*-* 00,12:00:00"]
+    assert timer["RandomizedDelaySec"] == ["1h"]
+    assert timer["Persistent"] == ["true"]
+    assert timer["WantedBy"] == ["timers.target"]
 
 
 def test_systemd_unit_runs_serve_as_a_system_user_under_hardening():
