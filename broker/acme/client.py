@@ -14,8 +14,8 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from broker.acme.errors import AcmeError, PollTimeoutError
-from broker.acme.jws import AccountKey, ExternalAccountBinding, b64url
+from broker.acme.errors import AcmeError, PollTimeoutError, ProfileUnavailableError
+from broker.acme.jws import AccountKey, ExternalAccountBinding, b64url, key_change_jws
 from broker.acme.messages import (
     UNSETTLED,
     Account,
@@ -83,7 +83,9 @@ class AcmeClient:
     with``), verifying TLS with ``ssl`` or :func:`ssl_context`. Every request has the
     ``timeout`` in seconds. ``account_url`` may be given when it is known; otherwise
     :meth:`new_account` or :meth:`find_account` sets it (the first call needing it
-    looks it up).
+    looks it up). A request answered ``rateLimited`` with a Retry-After is retried after
+    that wait while the waits of that request stay within ``rate_limit_wait`` seconds
+    (at most 3 retries); otherwise the RateLimitedError is raised at once.
     """
 
     def __init__(
@@ -96,12 +98,15 @@ class AcmeClient:
         ssl: ssl_module.SSLContext | None = None,
         timeout: float = 30.0,
         poll: PollPolicy | None = None,
+        rate_limit_wait: float = 60.0,
     ) -> None:
         self.directory_url = directory_url
         self.key = key
         self.account_url = account_url
         self.poll_policy = poll or PollPolicy()
-        self.transport = AcmeTransport(session, ssl=ssl, timeout=timeout)
+        self.transport = AcmeTransport(
+            session, ssl=ssl, timeout=timeout, rate_limit_wait=rate_limit_wait
+        )
         self._directory: Directory | None = None
 
     async def __aenter__(self) -> Self:
@@ -173,17 +178,49 @@ class AcmeClient:
         self.account_url = account.url
         return account
 
+    async def change_key(self, new_key: AccountKey) -> None:
+        """Roll the account over to ``new_key`` (RFC 8555 7.3.5); the client then signs
+        with it. The old key no longer names the account."""
+        directory = await self.directory()
+        if directory.key_change is None:
+            raise AcmeError(f"{self.directory_url} offers no keyChange (RFC 8555 7.3.5)")
+        account_url = await self._kid()
+        inner = key_change_jws(new_key, self.key, url=directory.key_change, account=account_url)
+        await self._post(directory.key_change, inner)
+        self.key = new_key
+        log.info("ACME account %s rolled over to a new key", account_url)
+
+    async def deactivate_account(self) -> Account:
+        """Deactivate the account (RFC 8555 7.3.6); the CA refuses its key from then on."""
+        await self.directory()
+        account_url = await self._kid()
+        response = await self._post(account_url, {"status": "deactivated"})
+        account = Account.from_json(response.json(), account_url)
+        log.info("ACME account %s is %s", account_url, account.status)
+        return account
+
     async def new_order(
-        self, identifiers: Sequence[str | Identifier], *, replaces: str | None = None
+        self,
+        identifiers: Sequence[str | Identifier],
+        *,
+        replaces: str | None = None,
+        profile: str | None = None,
     ) -> Order:
         """An order for the names; ``replaces`` (an RFC 9773 certificate id) is sent only
-        when the CA offers renewalInfo."""
+        when the CA offers renewalInfo. ``profile`` must be one the directory offers
+        (else ProfileUnavailableError, before anything is sent)."""
         directory = await self.directory()
+        if profile is not None and profile not in directory.profiles:
+            raise ProfileUnavailableError(
+                profile, tuple(directory.profiles), url=self.directory_url
+            )
         payload: dict[str, Any] = {
             "identifiers": [identifier_for(name).to_json() for name in identifiers]
         }
         if replaces is not None and directory.renewal_info is not None:
             payload["replaces"] = replaces
+        if profile is not None:
+            payload["profile"] = profile
         response = await self._post(directory.new_order, payload)
         return Order.from_json(response.json(), response.required_location())
 

@@ -242,6 +242,12 @@ class ServerInternalError(AcmeProblem):
     problem_code = "serverInternal"
 
 
+class InvalidProfileError(AcmeProblem):
+    """The CA refused the certificate profile named in the order."""
+
+    problem_code = "invalidProfile"
+
+
 class AuthorizationFailedError(AcmeError):
     """An authorization became invalid; ``problem`` is the challenge's error, if given."""
 
@@ -275,6 +281,21 @@ class ChallengeUnavailableError(AcmeError):
         )
         self.identifier = identifier
         self.offered = offered
+
+
+class ProfileUnavailableError(AcmeError):
+    """The order names a profile the CA's directory does not offer (nothing was sent)."""
+
+    def __init__(self, profile: str, offered: tuple[str, ...], url: str | None = None) -> None:
+        where = url or "the CA"
+        if offered:
+            choice = f"it offers: {', '.join(offered)}"
+        else:
+            choice = "it offers no profiles (its directory lists none); order without one"
+        super().__init__(f"{where} offers no profile {profile!r}; {choice}")
+        self.profile = profile
+        self.offered = offered
+        self.url = url
 
 
 class KeyFormatError(AcmeError, ValueError):

@@ -109,13 +109,15 @@ async def issue(
     preferred_chain: str | None = None,
     on_event: EventCallback | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
+    profile: str | None = None,
 ) -> IssuedCertificate:
     """A certificate for ``identifiers`` (``*.`` names allowed) with a new key of
     ``key_type`` (or ``private_key``); the first name is the CN when it fits.
 
     ``replaces``: the certificate being renewed (sent as RFC 9773 ``replaces`` when the
     CA offers renewalInfo). ``preferred_chain``: the issuer common name of the chain to
-    prefer among the alternates (the default chain when none matches).
+    prefer among the alternates (the default chain when none matches). ``profile``: a
+    certificate profile the CA's directory offers (``Directory.profiles``).
     """
     names = [identifier_for(name).value for name in identifiers]
     key: PrivateKey = (
@@ -133,6 +135,7 @@ async def issue(
         preferred_chain=preferred_chain,
         on_event=on_event,
         propagation_timeout=propagation_timeout,
+        profile=profile,
     )
     return IssuedCertificate.with_key(signed, private_key_to_pem(key).decode())
 
@@ -146,6 +149,7 @@ async def sign_csr(
     preferred_chain: str | None = None,
     on_event: EventCallback | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
+    profile: str | None = None,
 ) -> SignedCertificate:
     """A certificate for a caller's CSR (its key never leaves the caller): the order
     names are the CSR's CN and DNS SANs."""
@@ -158,6 +162,7 @@ async def sign_csr(
         preferred_chain=preferred_chain,
         on_event=on_event,
         propagation_timeout=propagation_timeout,
+        profile=profile,
     )
 
 
@@ -171,11 +176,12 @@ async def order_certificate(
     preferred_chain: str | None = None,
     on_event: EventCallback | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
+    profile: str | None = None,
 ) -> SignedCertificate:
     """The whole flow for a DER ``csr`` that names exactly ``identifiers``."""
     emit = Emitter(on_event)
     replaced = None if replaces is None else _replaces_id(replaces)
-    order = await client.new_order(identifiers, replaces=replaced)
+    order = await client.new_order(identifiers, replaces=replaced, profile=profile)
     log.info("ACME order %s for %s", order.url, ", ".join(identifiers))
     emit(EventKind.ORDER_CREATED, None, order.url)
     authorizations = await asyncio.gather(

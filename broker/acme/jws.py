@@ -155,6 +155,19 @@ def sign_jws(
     }
 
 
+def key_change_jws(
+    new_key: AccountKey, old_key: AccountKey, *, url: str, account: str
+) -> JsonObject:
+    """The inner JWS of a key rollover (RFC 8555 7.3.5): signed by the new key, its JWK
+    in the header, no nonce; the payload names the account and its old key."""
+    protected = b64url(
+        json.dumps({"alg": new_key.algorithm, "jwk": new_key.jwk, "url": url}).encode()
+    )
+    payload = b64url(json.dumps({"account": account, "oldKey": old_key.jwk}).encode())
+    signature = new_key.sign(f"{protected}.{payload}".encode())
+    return {"protected": protected, "payload": payload, "signature": b64url(signature)}
+
+
 @dataclass(frozen=True, slots=True)
 class ExternalAccountBinding:
     """An EAB credential from the CA: a key id and a base64url HMAC key (RFC 8555 7.3.4)."""

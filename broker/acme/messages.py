@@ -6,9 +6,10 @@ Readers keep what the client uses and tolerate members they do not know.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urljoin
 
@@ -114,6 +115,9 @@ class Directory:
     website: str | None = None
     caa_identities: tuple[str, ...] = ()
     external_account_required: bool = False
+    profiles: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Certificate profiles the CA offers (``meta.profiles``): name -> description,
+    which Let's Encrypt gives as a URL; read-only."""
 
     @classmethod
     def from_json(cls, data: JsonObject, url: str) -> Directory:
@@ -132,7 +136,19 @@ class Directory:
             website=_optional_str(meta, "website"),
             caa_identities=tuple(str(x) for x in caa) if isinstance(caa, list) else (),
             external_account_required=meta.get("externalAccountRequired") is True,
+            profiles=_profiles(meta.get("profiles")),
         )
+
+
+def _profiles(value: object) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        return MappingProxyType({})
+    offered = {
+        name: text
+        for name, text in value.items()
+        if isinstance(name, str) and isinstance(text, str)
+    }
+    return MappingProxyType(dict(sorted(offered.items())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +245,7 @@ class Order:
     replaces: str | None = None
     retry_after: float | None = None
     """The Retry-After of the answer this was read from, if any."""
+    profile: str | None = None
 
     @classmethod
     def from_json(cls, data: JsonObject, url: str, *, retry_after: float | None = None) -> Order:
@@ -247,6 +264,7 @@ class Order:
             error=_problem(data, url),
             replaces=_optional_str(data, "replaces"),
             retry_after=retry_after,
+            profile=_optional_str(data, "profile"),
         )
 
 

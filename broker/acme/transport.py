@@ -1,8 +1,10 @@
-"""HTTP to the CA: signed POSTs with a nonce pool, badNonce retried exactly once, problem
-documents raised as typed errors, and the Link and Retry-After headers read."""
+"""HTTP to the CA: signed POSTs with a nonce pool, badNonce retried exactly once,
+rateLimited retried after its Retry-After within a bound, problem documents raised as
+typed errors, and the Link and Retry-After headers read."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -22,12 +24,14 @@ from broker.acme.errors import (
     AcmeProtocolError,
     AcmeTimeoutError,
     BadNonceError,
+    RateLimitedError,
 )
 from broker.acme.jws import AccountKey, sign_jws
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "dns01-broker-acme/0.1"
+RATE_LIMIT_RETRIES = 3
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 
@@ -126,7 +130,9 @@ class AcmeTransport:
 
     Without ``session`` it opens its own on first use (TLS verified with ``ssl``, else
     the system store) and closes it in :meth:`close`. ``new_nonce_url`` must be set
-    (from the directory) before the first POST.
+    (from the directory) before the first POST. A POST answered ``rateLimited`` with a
+    Retry-After is sent again after that wait, at most :data:`RATE_LIMIT_RETRIES`
+    times and ``rate_limit_wait`` seconds of waiting in all.
     """
 
     def __init__(
@@ -135,11 +141,13 @@ class AcmeTransport:
         *,
         ssl: ssl_module.SSLContext | None = None,
         timeout: float,
+        rate_limit_wait: float = 60.0,
     ) -> None:
         self._session = session
         self._own_session = session is None
         self._ssl = ssl
         self.timeout = timeout
+        self.rate_limit_wait = rate_limit_wait
         self.new_nonce_url: str | None = None
         self.bad_nonce_retries = 0
         self._nonces: list[str] = []
@@ -169,7 +177,34 @@ class AcmeTransport:
         kid: str | None,
         accept: str | None = None,
     ) -> AcmeResponse:
-        """A signed POST (``payload=None``: POST-as-GET); a badNonce is retried once."""
+        """A signed POST (``payload=None``: POST-as-GET); a badNonce is retried once, a
+        rateLimited answer after its Retry-After while the bound allows (else raised)."""
+        waited = 0.0
+        for retry in range(RATE_LIMIT_RETRIES + 1):
+            response = await self._post_with_nonce(url, payload, key, kid=kid, accept=accept)
+            problem = response.problem
+            if not isinstance(problem, RateLimitedError) or retry == RATE_LIMIT_RETRIES:
+                break
+            wait = problem.retry_after
+            if wait is None or wait > self.rate_limit_wait - waited:
+                break
+            log.warning(
+                "rate limited by %s; retrying in %g s (retry %d of %d): %s",
+                url, wait, retry + 1, RATE_LIMIT_RETRIES, problem.detail,
+            )  # fmt: skip
+            await asyncio.sleep(wait)
+            waited += wait
+        return _checked(response)
+
+    async def _post_with_nonce(
+        self,
+        url: str,
+        payload: Mapping[str, Any] | None,
+        key: AccountKey,
+        *,
+        kid: str | None,
+        accept: str | None,
+    ) -> AcmeResponse:
         nonce = await self._take_nonce()
         response = await self._post_once(
             url, payload=payload, key=key, kid=kid, nonce=nonce, accept=accept
@@ -183,7 +218,7 @@ class AcmeTransport:
             )
         if response.nonce:
             self._nonces.append(response.nonce)
-        return _checked(response)
+        return response
 
     async def _post_once(
         self,

@@ -1,7 +1,8 @@
 """Debian's pebble 2.4 predates ACME Renewal Information (RFC 9773): its directory has no
-``renewalInfo``. This TLS proxy sits in front of a real pebble, forwards every request
-unchanged, adds ``renewalInfo`` to the directory and answers it, and records the
-payload of every newOrder. pebble builds its URLs (and checks each JWS ``url``) from
+``renewalInfo``, nor certificate profiles. This TLS proxy sits in front of a real pebble,
+forwards every request unchanged, adds ``renewalInfo`` (and, when ``profiles`` is set,
+``meta.profiles``) to the directory, answers renewalInfo, and records the payload of
+every newOrder. pebble builds its URLs (and checks each JWS ``url``) from
 the Host header, so a client pointed at the proxy only ever talks to the proxy."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class AriProxy:
     window_end: datetime = field(default_factory=lambda: datetime.now(UTC) + timedelta(days=32))
     retry_after: str | None = "21600"
     renewal_status: int = 200
+    profiles: dict[str, str] | None = None
     asked: list[str] = field(default_factory=list)
     new_orders: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
@@ -97,10 +99,16 @@ class AriProxy:
             answer_headers = [(n, v) for n in FORWARDED for v in upstream.headers.getall(n, [])]
             answer_headers += [("Link", v) for v in upstream.headers.getall("Link", [])]
             status = upstream.status
-        if request.path == "/dir" and self.offer_renewal_info:
-            directory = json.loads(data)
-            directory["renewalInfo"] = f"https://{request.host}/renewal-info"
-            data = json.dumps(directory).encode()
+        if request.path == "/dir":
+            data = self.amend_directory(data, request.host)
         if request.path == "/order-plz" and request.method == "POST":
             self.new_orders.append(json.loads(b64url_decode(json.loads(body)["payload"])))
         return web.Response(status=status, body=data, headers=CIMultiDict(answer_headers))
+
+    def amend_directory(self, data: bytes, host: str) -> bytes:
+        directory = json.loads(data)
+        if self.offer_renewal_info:
+            directory["renewalInfo"] = f"https://{host}/renewal-info"
+        if self.profiles is not None:
+            directory.setdefault("meta", {})["profiles"] = self.profiles
+        return json.dumps(directory).encode()

@@ -1,7 +1,8 @@
 """A scripted ACME server on loopback, for answers pebble cannot be made to give on
 demand (rate limits with Retry-After, a badNonce on a chosen request, a CA that hangs
-or answers HTML). Each reply is what RFC 8555 says a CA sends: problem documents as
-application/problem+json, a fresh Replay-Nonce on every response."""
+or answers HTML, a profile its directory lists but refuses). Each reply is what RFC 8555
+says a CA sends: problem documents as application/problem+json, a fresh Replay-Nonce on
+every response."""
 
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ class Received:
 
 
 class FakeCa:
-    def __init__(self, *, renewal_info: bool = False) -> None:
+    def __init__(
+        self, *, renewal_info: bool = False, profiles: dict[str, str] | None = None
+    ) -> None:
         self.renewal_info = renewal_info
+        self.profiles = profiles
         self.script: dict[str, list[Reply]] = defaultdict(list)
         self.received: list[Received] = []
         self._nonces = (f"nonce-{n}" for n in itertools.count())
@@ -78,12 +82,15 @@ class FakeCa:
         await self.runner.cleanup()
 
     async def directory(self, request: web.Request) -> web.Response:
+        meta: dict[str, Any] = {"termsOfService": f"{self.base}/tos"}
+        if self.profiles is not None:
+            meta["profiles"] = self.profiles
         body = {
             "newNonce": f"{self.base}/nonce",
             "newAccount": f"{self.base}/account",
             "newOrder": f"{self.base}/order",
             "revokeCert": f"{self.base}/revoke",
-            "meta": {"termsOfService": f"{self.base}/tos"},
+            "meta": meta,
         }
         if self.renewal_info:
             body["renewalInfo"] = f"{self.base}/ari/"
