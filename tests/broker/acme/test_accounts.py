@@ -1,5 +1,6 @@
-"""Accounts at real pebble: create and find, External Account Binding, and pebble's
-nonce rejection (badNonce retried exactly once with the nonce from the error)."""
+"""Accounts at real pebble: create and find, External Account Binding, pebble's nonce
+rejection (badNonce retried exactly once with the nonce from the error), key rollover
+and deactivation."""
 
 from __future__ import annotations
 
@@ -135,3 +136,49 @@ async def test_bad_nonce_is_retried_exactly_once_with_the_nonce_of_the_error(
         assert retry["sent"] == first["answered"], "the retry uses the error's nonce"
         seen_failures += retry["status"] == 400
     assert (seen_calls, seen_failures) == (calls, failures)
+
+
+async def test_key_rollover_moves_the_account_to_the_new_key(
+    pebble: Pebble, make_client: MakeClient, solver: BrokerApiSolver
+):
+    client = await make_client()
+    account_url, old_key = client.account_url, client.key
+    new_key = generate_account_key(KeyType.EC384)
+
+    await client.change_key(new_key)
+
+    assert client.key is new_key
+    assert client.account_url == account_url
+    issued = await issue(client, ["example.test"], solver)
+    assert issued.names == ("example.test",)
+    async with AcmeClient(pebble.url, new_key, ssl=pebble.ssl_context()) as fresh:
+        assert (await fresh.find_account()).url == account_url
+    async with AcmeClient(pebble.url, old_key, ssl=pebble.ssl_context()) as stale:
+        with pytest.raises(AccountDoesNotExistError):
+            await stale.find_account()
+
+
+async def test_key_rollover_finds_the_account_first_when_its_url_is_unknown(
+    pebble: Pebble, make_client: MakeClient
+):
+    registered = await make_client(KeyType.RSA2048)
+    new_key = generate_account_key()
+    async with AcmeClient(pebble.url, registered.key, ssl=pebble.ssl_context()) as client:
+        await client.change_key(new_key)
+        assert client.account_url == registered.account_url
+    async with AcmeClient(pebble.url, new_key, ssl=pebble.ssl_context()) as fresh:
+        assert (await fresh.find_account()).url == registered.account_url
+
+
+async def test_a_deactivated_account_can_order_no_more(make_client: MakeClient):
+    client = await make_client()
+    account = await client.deactivate_account()
+
+    assert account.status is Status.DEACTIVATED
+    assert account.url == client.account_url
+    with pytest.raises(UnauthorizedError) as refused:
+        await client.new_order(["example.test"])
+    assert refused.value.status == 403
+    assert "deactivated" in refused.value.detail
+    with pytest.raises(UnauthorizedError, match="deactivated"):
+        await client.find_account()
