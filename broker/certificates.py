@@ -43,6 +43,7 @@ from broker.acme import (
     generate_account_key,
     load_certificate,
     load_csr,
+    servers_summary,
     sign_csr,
     ssl_context,
 )
@@ -82,13 +83,14 @@ class ServiceSolver:
         self._records[(domain, value)] = result.record
         return PresentedChallenge(domain, value, result.record.fqdn, result.record.id)
 
-    async def wait_propagated(self, handle: PresentedChallenge, seconds: float, /) -> None:
+    async def wait_propagated(self, handle: PresentedChallenge, seconds: float, /) -> str | None:
         record = self._records.get((handle.domain, handle.value))
         if self._watch is None or record is None:
-            return
+            return None
         report = await self._watch.wait(record, seconds)
         if not report.ready:
             raise NotPropagatedError(handle.domain, report.error or "not served everywhere yet")
+        return servers_summary(report.to_json()["servers"])
 
     async def cleanup(self, handle: PresentedChallenge, /) -> None:
         try:

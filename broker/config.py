@@ -210,6 +210,21 @@ class HttpreqSettings(_Section):
         return path
 
 
+class CaSettings(_Section):
+    """A CA of one's own (a private step-ca, a test CA), offered beside the built-in list."""
+
+    directory: str
+    title: str = ""
+    eab_required: bool = False
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("directory must be the CA's directory URL (https://...)")
+        return value
+
+
 class AcmeSettings(_Section):
     """The broker's own ACME client, for POST /v1/certificates and `dns01-broker issue`."""
 
@@ -227,6 +242,9 @@ class AcmeSettings(_Section):
     key_type: Literal["ec256", "rsa2048", "rsa3072", "rsa4096"] = "ec256"
     propagation_timeout: Duration = 120.0
     order_timeout: Duration = 600.0
+    cas: dict[str, CaSettings] = Field(
+        default_factory=dict, description="CAs offered by name beside the built-in list"
+    )
 
     @field_validator("directory")
     @classmethod

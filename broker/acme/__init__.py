@@ -77,7 +77,7 @@ from broker.acme.messages import (
     Status,
 )
 from broker.acme.renewal import RenewalDecision, ari_certificate_id, one_third_rule, renewal_due
-from broker.acme.solver import BrokerApiSolver, DnsSolver, PresentedChallenge
+from broker.acme.solver import BrokerApiSolver, DnsSolver, PresentedChallenge, servers_summary
 
 __all__ = [
     "Account",
@@ -155,6 +155,7 @@ __all__ = [
     "private_key_to_pem",
     "renewal_due",
     "revoke",
+    "servers_summary",
     "sign_csr",
     "ssl_context",
 ]

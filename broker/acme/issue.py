@@ -281,8 +281,8 @@ class _ChallengeRound:
         emit(EventKind.PRESENTING, domain, value)
         handle = await self.solver.present(domain, value)
         self.presented[domain, value] = handle
-        await self.solver.wait_propagated(handle, self.propagation_timeout)
-        emit(EventKind.PROPAGATED, domain)
+        served = await self.solver.wait_propagated(handle, self.propagation_timeout)
+        emit(EventKind.PROPAGATED, domain, served or "")
         await self.client.answer_challenge(challenge)
         emit(EventKind.CHALLENGE_ANSWERED, domain, challenge.url)
         final = await self.client.poll_authorization(authorization.url)

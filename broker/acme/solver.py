@@ -33,14 +33,17 @@ class DnsSolver(Protocol):
 
     ``present`` must be idempotent for the same (domain, value) and must keep other
     values at the same name (a wildcard and its apex share one); ``wait_propagated``
-    returns once the value is served everywhere the CA may look, and raises
+    returns once the value is served everywhere the CA may look (with a one-line account
+    of which nameservers serve it, when the solver knows), and raises
     NotPropagatedError after ``seconds``; ``cleanup`` removes only that value and
     succeeds when it is already gone. Other failures raise SolverError.
     """
 
     async def present(self, domain: str, value: str, /) -> PresentedChallenge: ...
 
-    async def wait_propagated(self, handle: PresentedChallenge, seconds: float, /) -> None: ...
+    async def wait_propagated(
+        self, handle: PresentedChallenge, seconds: float, /
+    ) -> str | None: ...
 
     async def cleanup(self, handle: PresentedChallenge, /) -> None: ...
 
@@ -104,12 +107,14 @@ class BrokerApiSolver:
         answer = await self._call("/v1/present", body, domain, self.timeout)
         return _handle(domain, value, answer)
 
-    async def wait_propagated(self, handle: PresentedChallenge, seconds: float) -> None:
+    async def wait_propagated(self, handle: PresentedChallenge, seconds: float) -> str | None:
         """Present again with ``wait`` (idempotent): answers once every authoritative
         nameserver serves the value, or 504 after ``seconds``."""
         wait = min(max(seconds, 0.001), MAX_BROKER_WAIT)
         body = {"domain": handle.domain, "value": handle.value, "wait": True, "timeout": wait}
-        await self._call("/v1/present", body, handle.domain, wait + self.timeout)
+        answer = await self._call("/v1/present", body, handle.domain, wait + self.timeout)
+        report = answer.get("propagation")
+        return servers_summary(report.get("servers")) if isinstance(report, dict) else None
 
     async def cleanup(self, handle: PresentedChallenge) -> None:
         body = {"domain": handle.domain, "value": handle.value}
@@ -136,6 +141,19 @@ class BrokerApiSolver:
         if status >= 400:
             raise _solver_error(domain, url, status, document, text)
         return document
+
+
+def servers_summary(servers: object) -> str | None:
+    """``ns1.example.com 192.0.2.1 ✓, ns2.example.com 192.0.2.2 ✗`` from a broker's
+    propagation report (its ``servers``)."""
+    if not isinstance(servers, list) or not servers:
+        return None
+    parts = []
+    for server in servers:
+        if isinstance(server, dict):
+            mark = "✓" if server.get("seen") else "✗"
+            parts.append(f"{server.get('nameserver')} {server.get('address')} {mark}")
+    return ", ".join(parts) or None
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -20,67 +16,16 @@ from cryptography.x509.oid import NameOID
 
 from broker.config import load_settings
 from broker.store import CertificateOrderRecord, OrderState
-from tests.peers import Pebble, free_dns_port, free_port, verify_chain
-from tests.support import Api, Running, write_config
+from tests.e2e.world import World
+from tests.peers import free_port, verify_chain
+from tests.support import Api, write_config
 
 pytestmark = pytest.mark.timeout(240)
-EXE = str(Path(sys.executable).parent / "dns01-broker")
-
-
-class World:
-    """pebble validating against a broker started from ``config`` (explicit ports, so
-    the CLI reading the same config finds the broker)."""
-
-    def __init__(self, config: Path, pebble: Pebble, running: Running) -> None:
-        self.config = config
-        self.pebble = pebble
-        self.running = running
-
-    async def cli(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            EXE, *args, "--config", str(self.config),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 180)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def world(start_broker, tmp_path: Path) -> AsyncIterator[World]:
-    dns_port, http_port = free_dns_port(), free_port()
-    (tmp_path / "pebble").mkdir()
-    pebble = Pebble(tmp_path / "pebble", ("127.0.0.1", dns_port))
-    await pebble.start()
-    try:
-        config = write_config(
-            tmp_path,
-            f'[acme]\ndirectory = "{pebble.url}"\nca_bundle = "{pebble.ca_file}"\n'
-            f'passphrase_file = "{tmp_path}/acme.passphrase"\n',
-        )
-        text = config.read_text()
-        text = text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{http_port}"')
-        text = text.replace('listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{dns_port}"]')
-        config.write_text(text)
-        running = await start_broker(load_settings(config, {}))
-        yield World(config, pebble, running)
-    finally:
-        await pebble.stop()
-
-
-def issue_args(world: World, out: Path, *names: str) -> list[str]:
-    args = ["issue", "--out", str(out), "--ca-bundle", str(world.pebble.ca_file)]
-    for name in names:
-        args += ["-d", name]
-    return [*args, "--directory", world.pebble.url]
 
 
 async def test_cli_issues_wildcard_and_apex_through_the_local_broker(world: World, tmp_path):
     out = tmp_path / "cert"
-    code, stdout, stderr = await world.cli(
-        *issue_args(world, out, "example.test", "*.example.test")
-    )
+    code, stdout, stderr = await world.cli(*world.issue_args(out, "example.test", "*.example.test"))
     assert code == 0, stderr
     for step in ("order-created", "presenting", "propagated", "challenge-answered", "finalizing"):
         assert step in stdout
@@ -101,7 +46,7 @@ async def test_cli_remote_mode_needs_only_a_scoped_token(world: World, tmp_path)
     remote = ["--server", world.running.url]
     out = tmp_path / "remote"
     code, _, stderr = await world.cli(
-        *issue_args(world, out, "example.test", "*.example.test"),
+        *world.issue_args(out, "example.test", "*.example.test"),
         *remote,
         env={"DNS01_BROKER_TOKEN": token},
     )
@@ -109,16 +54,17 @@ async def test_cli_remote_mode_needs_only_a_scoped_token(world: World, tmp_path)
     names = {"example.test", "*.example.test"}
     await verify_chain(world.pebble, out / "cert.pem", out / "chain.pem", names)
     code, _, stderr = await world.cli(
-        *issue_args(world, tmp_path / "other", "www.example.test"), *remote, "--token", token
+        *world.issue_args(tmp_path / "other", "www.example.test"), *remote, "--token", token
     )
     assert code == 1
-    assert "forbidden-name" in stderr or "may not write" in stderr
+    assert "token 'web1' may not prove www.example.test" in stderr
+    assert not (tmp_path / "other").exists()  # refused before any ACME call
     assert await world.running.broker.store.live_challenges() == []
 
 
 async def test_renew_when_due_or_forced_then_deploy_and_revoke(world: World, tmp_path):
     out = tmp_path / "cert"
-    code, _, stderr = await world.cli(*issue_args(world, out, "example.test"))
+    code, _, stderr = await world.cli(*world.issue_args(out, "example.test"))
     assert code == 0, stderr
     first = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
     code, stdout, _ = await world.cli("renew", "--out", str(out))

@@ -124,7 +124,9 @@ async def test_kept_certificates_are_claimed_when_a_third_is_left_and_retried_la
     renewed = await store.order("kept")
     assert renewed is not None
     assert (renewed.fullchain_pem, renewed.not_before, renewed.not_after) == (
-        "pem2", 4000.0, 4900.0
+        "pem2",
+        4000.0,
+        4900.0,
     )
     assert (renewed.renewals, renewed.renewal_error, renewed.claimed_by) == (1, None, None)
     assert await store.claim_renewals("c", now=4001.0, until=4031.0) == []
