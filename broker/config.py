@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -210,25 +211,28 @@ class HttpreqSettings(_Section):
         return path
 
 
+def _directory_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("directory must be the CA's directory URL (https://...)")
+    return value
+
+
+DirectoryUrl = Annotated[str, AfterValidator(_directory_url)]
+
+
 class CaSettings(_Section):
     """A CA of one's own (a private step-ca, a test CA), offered beside the built-in list."""
 
-    directory: str
+    directory: DirectoryUrl
     title: str = ""
     eab_required: bool = False
 
-    @field_validator("directory")
-    @classmethod
-    def _directory(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("directory must be the CA's directory URL (https://...)")
-        return value
 
 
 class AcmeSettings(_Section):
     """The broker's own ACME client, for POST /v1/certificates and `dns01-broker issue`."""
 
-    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    directory: DirectoryUrl = "https://acme-v02.api.letsencrypt.org/directory"
     email: str | None = None
     eab_kid: str | None = None
     eab_hmac: Secret | None = None
@@ -246,12 +250,6 @@ class AcmeSettings(_Section):
         default_factory=dict, description="CAs offered by name beside the built-in list"
     )
 
-    @field_validator("directory")
-    @classmethod
-    def _directory(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("directory must be the CA's directory URL (https://...)")
-        return value
 
 
 class LogSettings(_Section):

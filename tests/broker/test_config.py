@@ -203,3 +203,21 @@ def test_a_setting_longer_than_ten_years_is_a_config_error(tmp_path):
         key == "challenges.history_retention" and "at most 3650d" in message
         for key, message in caught.value.problems
     )
+
+
+def test_own_cas_are_named_tables_with_a_directory_url(tmp_path):
+    good = write(
+        tmp_path,
+        '[acme.cas.step]\ndirectory = "https://ca.internal/acme/acme/directory"\n'
+        'title = "our step-ca"\neab_required = true\n',
+    )
+    step = load_settings(good, {}).acme.cas["step"]
+    assert (step.directory, step.title, step.eab_required) == (
+        "https://ca.internal/acme/acme/directory", "our step-ca", True,
+    )  # fmt: skip
+    bad = write(tmp_path, '[acme.cas.step]\ndirectory = "ca.internal"\nsize = 3\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad, {})
+    messages = dict(caught.value.problems)
+    assert "directory URL" in messages["acme.cas.step.directory"]
+    assert "unknown setting" in messages["acme.cas.step.size"]
