@@ -228,7 +228,6 @@ class CaSettings(_Section):
     eab_required: bool = False
 
 
-
 class AcmeSettings(_Section):
     """The broker's own ACME client, for POST /v1/certificates and `dns01-broker issue`."""
 
@@ -249,7 +248,6 @@ class AcmeSettings(_Section):
     cas: dict[str, CaSettings] = Field(
         default_factory=dict, description="CAs offered by name beside the built-in list"
     )
-
 
 
 class LogSettings(_Section):

@@ -3,6 +3,7 @@ issuance through a DnsSolver (every challenge answered in parallel, always clean
 revocation, and renewal timing by ACME Renewal Information (RFC 9773)."""
 
 from broker.acme.accounts import AccountRecord, dump_account, load_account
+from broker.acme.cas import CATALOG, CertificateAuthority, find_ca
 from broker.acme.client import AcmeClient, CertificateChain, PollPolicy, identifier_for, ssl_context
 from broker.acme.csr import (
     ParsedChain,
@@ -80,6 +81,7 @@ from broker.acme.renewal import RenewalDecision, ari_certificate_id, one_third_r
 from broker.acme.solver import BrokerApiSolver, DnsSolver, PresentedChallenge, servers_summary
 
 __all__ = [
+    "CATALOG",
     "Account",
     "AccountDoesNotExistError",
     "AccountKey",
@@ -99,6 +101,7 @@ __all__ = [
     "BadNonceError",
     "BadRevocationReasonError",
     "BrokerApiSolver",
+    "CertificateAuthority",
     "CertificateChain",
     "Challenge",
     "ChallengeUnavailableError",
@@ -140,6 +143,7 @@ __all__ = [
     "dns01_txt_value",
     "dump_account",
     "encrypt_private_key_pem",
+    "find_ca",
     "generate_account_key",
     "generate_private_key",
     "identifier_for",

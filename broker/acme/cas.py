@@ -1,23 +1,32 @@
 """Public ACME CAs known by name: their directory URLs, and whether they need External
 Account Binding (with where to get the EAB key id and HMAC key).
 
-Where each directory URL was checked (the CA's own page first, then a client as a
-cross-check: acme.sh's CA_* constants, lego's https://go-acme.github.io/lego/advanced/caservers/):
+Each directory URL, and the page it was checked against (December 2026 copies):
 - letsencrypt, letsencrypt-staging: https://letsencrypt.org/docs/acme-protocol-updates/
-  ("API Endpoints", both) and https://letsencrypt.org/docs/staging-environment/
+  ("API Endpoints", production and staging) and
+  https://letsencrypt.org/docs/staging-environment/ (the staging URL).
 - zerossl: https://zerossl.com/documentation/acme/ ("ACME Server URL"; EAB from the
-  dashboard's Developer section or its API)
-- google, google-staging: https://cloud.google.com/certificate-manager/docs/public-ca-tutorial
-  (table of production and staging ACME directory URLs; EAB by gcloud, staging keys
-  from the preprod endpoint)
-- buypass: https://www.buypass.com/products/tls-ssl-certificates/resources-tls-ssl-certificates/products/buypass-go-ssl-technical-information
-  (certbot --server); buypass-staging only as acme.sh CA_BUYPASS_TEST and other clients:
-  the page's part that names the test host was not readable
+  Developer section of the dashboard or https://zerossl.com/documentation/acme/generate-eab-credentials).
+- google, google-staging:
+  https://docs.cloud.google.com/certificate-manager/docs/public-ca-tutorial (the table of
+  ACME directory URLs for the production and staging environments; EAB secrets by
+  ``gcloud publicca external-account-keys create``, for staging after pointing gcloud at
+  preprod-publicca.googleapis.com; one secret per account, used within 7 days).
 - sslcom-rsa, sslcom-ecc:
-  https://www.ssl.com/guide/ssl-tls-certificate-issuance-and-revocation-with-acme/
-  (Account Key and HMAC Key from the dashboard's api credentials); sslcom-dv-ecc also in
-  SSL.com's own acme4j fork (github.com/SSLcom/acme4j, SslComAcmeProvider); both in lego
-  (sslcomrsa, sslcomecc) and acme.sh
+  https://www.ssl.com/guide/ssl-tls-certificate-issuance-and-revocation-with-acme/ (the
+  Account Key and HMAC Key under "api credentials" of the dashboard). The stored copy of
+  that guide breaks off before its certbot commands, so the URLs were checked against
+  SSL.com's own acme4j fork (github.com/SSLcom/acme4j, SslComAcmeProvider:
+  sslcom-dv-ecc) and copies of the guide's certbot command (sslcom-dv-rsa); lego and
+  acme.sh list both.
+
+Left out: Buypass (buypass, buypass-staging). Buypass ended its TLS/SSL certificate
+service, Go SSL (ACME) included: no orders after 15 October 2025, last issuance
+31 October 2025 (Buypass's notice to ACME account contacts, quoted in acme.sh issue
+#6480; https://www.buypass.com/products/tls-ssl-certificates/go-ssl: "TLS/SSL
+certificates can no longer be ordered, renewed, or replaced"). Its older "Go SSL -
+Technical information" page still shows https://api.buypass.com/acme/directory, but
+nothing can be ordered there.
 """
 
 from __future__ import annotations
@@ -39,22 +48,25 @@ class CertificateAuthority:
 _ZEROSSL_EAB = (
     "Generate EAB credentials in the Developer section of the ZeroSSL dashboard "
     "(https://app.zerossl.com/developer) or through its API "
-    "(https://zerossl.com/documentation/acme/generate-eab-credentials)."
+    "(https://zerossl.com/documentation/acme/generate-eab-credentials); they are reusable."
 )
 _GOOGLE_EAB = (
     "Run `gcloud publicca external-account-keys create` in a Google Cloud project with the "
-    "Public CA API enabled (keyId is the kid, b64MacKey the HMAC key; see "
-    "https://cloud.google.com/certificate-manager/docs/public-ca-tutorial)."
+    "Public CA API enabled: keyId is the key id, b64MacKey the HMAC key. One key registers "
+    "one account and must be used within 7 days (see "
+    "https://docs.cloud.google.com/certificate-manager/docs/public-ca-tutorial)."
 )
 _GOOGLE_STAGING_EAB = (
-    "Create the key against the staging API: `gcloud config set "
-    "api_endpoint_overrides/publicca https://preprod-publicca.googleapis.com/`, then "
-    "`gcloud publicca external-account-keys create` (see "
-    "https://cloud.google.com/certificate-manager/docs/public-ca-tutorial)."
+    "Staging has its own keys: `gcloud config set api_endpoint_overrides/publicca "
+    "https://preprod-publicca.googleapis.com/`, then `gcloud publicca "
+    "external-account-keys create` (keyId, b64MacKey), then `gcloud config unset "
+    "api_endpoint_overrides/publicca` (see "
+    "https://docs.cloud.google.com/certificate-manager/docs/public-ca-tutorial#staging)."
 )
 _SSLCOM_EAB = (
-    "Copy the Account Key (kid) and HMAC Key from the api credentials of your SSL.com "
-    "dashboard (https://www.ssl.com/guide/ssl-tls-certificate-issuance-and-revocation-with-acme/)."
+    "Copy the Account Key (the key id) and the HMAC Key from API Credentials on the "
+    "Dashboard of your SSL.com account (see "
+    "https://www.ssl.com/guide/ssl-tls-certificate-issuance-and-revocation-with-acme/)."
 )
 
 CATALOG: tuple[CertificateAuthority, ...] = (
@@ -89,13 +101,6 @@ CATALOG: tuple[CertificateAuthority, ...] = (
         eab_required=True,
         eab_help=_GOOGLE_STAGING_EAB,
     ),
-    CertificateAuthority("buypass", "Buypass Go SSL", "https://api.buypass.com/acme/directory"),
-    CertificateAuthority(
-        "buypass-staging",
-        "Buypass Go SSL (test)",
-        "https://api.test4.buypass.no/acme/directory",
-        staging=True,
-    ),
     CertificateAuthority(
         "sslcom-rsa",
         "SSL.com (RSA)",
@@ -113,7 +118,12 @@ CATALOG: tuple[CertificateAuthority, ...] = (
 )
 
 
-def find_ca(name: str) -> CertificateAuthority | None:
-    """The catalog entry named ``name`` (case and surrounding space ignored)."""
+def find_ca(name: str) -> CertificateAuthority:
+    """The catalog entry named ``name`` (case and surrounding space ignored); a
+    ValueError naming every known CA when there is none."""
     wanted = name.strip().lower()
-    return next((ca for ca in CATALOG if ca.name == wanted), None)
+    for ca in CATALOG:
+        if ca.name == wanted:
+            return ca
+    known = ", ".join(ca.name for ca in CATALOG)
+    raise ValueError(f"no CA named {name!r} in the catalog; known CAs: {known}")
