@@ -27,7 +27,7 @@ from broker.acme.messages import (
     RenewalInfo,
     Status,
 )
-from broker.acme.transport import PEM_CHAIN, AcmeResponse, AcmeTransport
+from broker.acme.transport import PEM_CHAIN, RATE_LIMIT_MAX_WAIT, AcmeResponse, AcmeTransport
 from broker.dnsname import normalize_name
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class AcmeClient:
         ssl: ssl_module.SSLContext | None = None,
         timeout: float = 30.0,
         poll: PollPolicy | None = None,
-        rate_limit_wait: float = 60.0,
+        rate_limit_wait: float = RATE_LIMIT_MAX_WAIT,
     ) -> None:
         self.directory_url = directory_url
         self.key = key

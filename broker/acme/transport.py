@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "dns01-broker-acme/0.1"
 RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_MAX_WAIT = 60.0
+"""Seconds of Retry-After waits one request may spend before its rateLimited is raised."""
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 
@@ -133,6 +135,13 @@ class AcmeTransport:
     (from the directory) before the first POST. A POST answered ``rateLimited`` with a
     Retry-After is sent again after that wait, at most :data:`RATE_LIMIT_RETRIES`
     times and ``rate_limit_wait`` seconds of waiting in all.
+
+    Every signed POST may be sent again: a rateLimited answer is the CA's refusal of
+    the request, so nothing was created, finalized, answered or changed (newAccount,
+    newOrder, finalize, challenge answers, keyChange, deactivation, revocation and
+    POST-as-GET alike). The retry is a new JWS with a fresh nonce (the one the 429
+    answer carried), never the old body. Unsigned GETs (directory, renewalInfo) are
+    not retried: a renewalInfo Retry-After is a schedule for the caller.
     """
 
     def __init__(
@@ -141,7 +150,7 @@ class AcmeTransport:
         *,
         ssl: ssl_module.SSLContext | None = None,
         timeout: float,
-        rate_limit_wait: float = 60.0,
+        rate_limit_wait: float = RATE_LIMIT_MAX_WAIT,
     ) -> None:
         self._session = session
         self._own_session = session is None

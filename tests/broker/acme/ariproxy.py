@@ -1,9 +1,12 @@
 """Debian's pebble 2.4 predates ACME Renewal Information (RFC 9773): its directory has no
 ``renewalInfo``, nor certificate profiles. This TLS proxy sits in front of a real pebble,
 forwards every request unchanged, adds ``renewalInfo`` (and, when ``profiles`` is set,
-``meta.profiles``) to the directory, answers renewalInfo, and records the payload of
-every newOrder. pebble builds its URLs (and checks each JWS ``url``) from
-the Host header, so a client pointed at the proxy only ever talks to the proxy."""
+``meta.profiles``) to the directory, answers renewalInfo, and records the payload and
+nonce of every newOrder. With ``rate_limited_new_orders`` set it answers that many
+newOrders itself, as a CA over its limit does: 429, a ``rateLimited`` problem document,
+``Retry-After: rate_limit_retry_after`` and a fresh nonce (pebble's). pebble builds its
+URLs (and checks each JWS ``url``) from the Host header, so a client pointed at the proxy
+only ever talks to the proxy."""
 
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ class AriProxy:
     retry_after: str | None = "21600"
     renewal_status: int = 200
     profiles: dict[str, str] | None = None
+    rate_limited_new_orders: int = 0
+    rate_limit_retry_after: str | None = "1"
     asked: list[str] = field(default_factory=list)
     new_orders: list[dict[str, Any]] = field(default_factory=list)
+    new_order_nonces: list[str] = field(default_factory=list)
     port: int = 0
 
     @property
@@ -82,6 +88,13 @@ class AriProxy:
 
     async def forward(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if request.path == "/order-plz" and request.method == "POST":
+            jws = json.loads(body)
+            self.new_orders.append(json.loads(b64url_decode(jws["payload"])))
+            self.new_order_nonces.append(json.loads(b64url_decode(jws["protected"]))["nonce"])
+            if self.rate_limited_new_orders > 0:
+                self.rate_limited_new_orders -= 1
+                return await self.rate_limited()
         upstream_url = f"https://127.0.0.1:{self.pebble.port}{request.path_qs}"
         headers = {"Host": request.host}
         for name in ("Content-Type", "Accept", "User-Agent"):
@@ -101,9 +114,23 @@ class AriProxy:
             status = upstream.status
         if request.path == "/dir":
             data = self.amend_directory(data, request.host)
-        if request.path == "/order-plz" and request.method == "POST":
-            self.new_orders.append(json.loads(b64url_decode(json.loads(body)["payload"])))
         return web.Response(status=status, body=data, headers=CIMultiDict(answer_headers))
+
+    async def rate_limited(self) -> web.Response:
+        async with self.session.head(
+            f"https://127.0.0.1:{self.pebble.port}/nonce-plz", ssl=self.pebble.ssl_context()
+        ) as upstream:
+            headers = {"Replay-Nonce": upstream.headers["Replay-Nonce"]}
+        if self.rate_limit_retry_after is not None:
+            headers["Retry-After"] = self.rate_limit_retry_after
+        problem = {
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many new orders for this account (AriProxy)",
+            "status": 429,
+        }
+        return web.json_response(
+            problem, status=429, content_type="application/problem+json", headers=headers
+        )
 
     def amend_directory(self, data: bytes, host: str) -> bytes:
         directory = json.loads(data)

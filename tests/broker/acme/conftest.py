@@ -3,13 +3,15 @@ accounts at it, and a BrokerApiSolver with a token scoped to example.test."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from broker.acme import AcmeClient, BrokerApiSolver, KeyType, generate_account_key
+from broker.acme import AcmeClient, BrokerApiSolver, KeyType, generate_account_key, transport
 from tests.peers import Pebble
 from tests.support import Running
 
@@ -104,3 +106,17 @@ async def solver(running: Running) -> AsyncIterator[BrokerApiSolver]:
     token = await running.token("acme", ["example.test", "*.example.test"])
     async with BrokerApiSolver(running.url, token) as api_solver:
         yield api_solver
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the ACME transport asks for (rateLimited retries), granted at once."""
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(transport, "asyncio", SimpleNamespace(sleep=sleep))
+    return asked

@@ -1,17 +1,14 @@
 """The client's HTTP behaviour against a scripted CA (FakeCa): badNonce retried exactly
-once with the error's nonce, rateLimited retried after its Retry-After within a bound,
-problem documents as typed errors with Retry-After, bounded polling, timeouts and
-network failures kept apart; TLS against real pebble."""
+once with the error's nonce, problem documents as typed errors with Retry-After, bounded
+polling, timeouts and network failures kept apart; TLS against real pebble. (rateLimited
+answers: test_rate_limits.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from types import SimpleNamespace
 
 import pytest
 
@@ -31,7 +28,6 @@ from broker.acme import (
     Status,
     generate_account_key,
     ssl_context,
-    transport,
 )
 from tests.broker.acme.fakeca import FakeCa, Reply
 from tests.peers import Pebble
@@ -243,107 +239,6 @@ async def test_finalize_keeps_the_retry_after_of_a_processing_order(ca: FakeCa, 
     processing = await client.finalize(order, b"csr")
     assert (processing.status, processing.retry_after) == (Status.PROCESSING, 7.0)
     assert order.retry_after is None
-
-
-def rate_limited(retry_after: str | None) -> Reply:
-    headers = {} if retry_after is None else {"Retry-After": retry_after}
-    return Reply.problem(429, "rateLimited", "too many new accounts", headers=headers)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The waits the transport asks for, granted at once (no real waiting)."""
-    asked: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(delay: float) -> None:
-        asked.append(delay)
-        await real_sleep(0)
-
-    monkeypatch.setattr(transport, "asyncio", SimpleNamespace(sleep=sleep))
-    return asked
-
-
-def rate_limit_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "broker.acme.transport" and record.levelno == logging.WARNING
-    ]
-
-
-async def test_rate_limited_is_retried_after_its_retry_after_with_a_fresh_nonce(
-    ca: FakeCa, sleeps: list[float], caplog: pytest.LogCaptureFixture
-):
-    ca.on("/account", rate_limited("1"), rate_limited("1"), ACCOUNT)
-    async with AcmeClient(ca.url, generate_account_key(), rate_limit_wait=5) as client:
-        account = await client.new_account()
-
-    assert account.url == f"{ca.base}/account/1"
-    assert sleeps == [1.0, 1.0]
-    sent = ca.sent_to("/account")
-    assert len(sent) == 3
-    assert len({request.protected["nonce"] for request in sent}) == 3
-    assert all(request.payload == sent[0].payload for request in sent)
-    warnings = rate_limit_warnings(caplog)
-    assert len(warnings) == 2
-    assert "retrying in 1 s (retry 1 of 3)" in warnings[0]
-    assert "too many new accounts" in warnings[1]
-
-
-async def test_a_retry_after_as_an_http_date_is_waited_for_too(ca: FakeCa, sleeps: list[float]):
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    ca.on("/account", rate_limited(when), ACCOUNT)
-    async with AcmeClient(ca.url, generate_account_key()) as client:
-        await client.new_account()
-    assert len(sleeps) == 1
-    assert 0 < sleeps[0] <= 30
-    assert len(ca.sent_to("/account")) == 2
-
-
-async def test_a_retry_after_beyond_the_bound_is_raised_at_once(
-    ca: FakeCa, client: AcmeClient, sleeps: list[float], caplog: pytest.LogCaptureFixture
-):
-    ca.on("/account", rate_limited("3600"), ACCOUNT)
-    with pytest.raises(RateLimitedError) as failed:
-        await client.new_account()
-
-    assert failed.value.retry_after == 3600.0
-    assert sleeps == []
-    assert len(ca.sent_to("/account")) == 1
-    assert rate_limit_warnings(caplog) == []
-
-
-async def test_rate_limited_without_retry_after_is_raised_at_once(
-    ca: FakeCa, client: AcmeClient, sleeps: list[float]
-):
-    ca.on("/account", rate_limited(None), ACCOUNT)
-    with pytest.raises(RateLimitedError) as failed:
-        await client.new_account()
-    assert failed.value.retry_after is None
-    assert sleeps == []
-    assert len(ca.sent_to("/account")) == 1
-
-
-async def test_waits_stop_where_the_next_would_pass_the_bound(ca: FakeCa, sleeps: list[float]):
-    ca.on("/account", rate_limited("1"))
-    async with AcmeClient(ca.url, generate_account_key(), rate_limit_wait=2.5) as client:
-        with pytest.raises(RateLimitedError) as failed:
-            await client.new_account()
-    assert failed.value.retry_after == 1.0
-    assert sleeps == [1.0, 1.0]
-    assert len(ca.sent_to("/account")) == 3
-
-
-async def test_at_most_three_retries_then_the_rate_limit_is_raised(
-    ca: FakeCa, client: AcmeClient, sleeps: list[float]
-):
-    ca.on("/account", ACCOUNT)
-    ca.on("/order", rate_limited("1"))
-    with pytest.raises(RateLimitedError):
-        await client.new_order(["example.test"])
-    assert sleeps == [1.0, 1.0, 1.0]
-    assert len(ca.sent_to("/order")) == 4
 
 
 async def test_a_key_change_needs_a_ca_that_offers_it(ca: FakeCa, client: AcmeClient):
