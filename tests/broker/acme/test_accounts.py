@@ -19,6 +19,8 @@ from broker.acme import (
     ExternalAccountBinding,
     ExternalAccountRequiredError,
     KeyType,
+    MalformedError,
+    ServerInternalError,
     Status,
     UnauthorizedError,
     generate_account_key,
@@ -182,3 +184,31 @@ async def test_a_deactivated_account_can_order_no_more(make_client: MakeClient):
     assert "deactivated" in refused.value.detail
     with pytest.raises(UnauthorizedError, match="deactivated"):
         await client.find_account()
+
+
+async def test_the_old_key_naming_the_account_by_its_url_is_refused_after_rollover(
+    pebble: Pebble, make_client: MakeClient
+):
+    client = await make_client()
+    old_key, account_url = client.key, client.account_url
+    await client.change_key(generate_account_key())
+
+    async with AcmeClient(
+        pebble.url, old_key, account_url=account_url, ssl=pebble.ssl_context()
+    ) as stale:
+        with pytest.raises(MalformedError) as refused:
+            await stale.new_order(["example.test"])
+    assert refused.value.status == 400
+    assert "JWS verification error" in refused.value.detail
+
+
+async def test_a_refused_rollover_leaves_the_client_on_its_old_key(make_client: MakeClient):
+    client = await make_client()
+    other = await make_client()
+    key = client.key
+
+    with pytest.raises(ServerInternalError, match="already in use"):
+        await client.change_key(other.key)
+
+    assert client.key is key
+    assert (await client.new_order(["example.test"])).status is Status.PENDING

@@ -13,6 +13,7 @@ from broker.acme import (
     BrokerApiSolver,
     Directory,
     InvalidProfileError,
+    Order,
     ProfileUnavailableError,
     generate_account_key,
     generate_private_key,
@@ -144,3 +145,27 @@ async def test_a_listed_profile_the_ca_refuses_is_invalid_profile_error():
         "identifiers": [{"type": "dns", "value": "example.test"}],
         "profile": "shortlived",
     }
+
+
+async def test_the_order_records_the_profile_the_ca_returns():
+    ca = FakeCa(profiles={"shortlived": "https://ca/short"})
+    await ca.start()
+    try:
+        ca.on("/account", Reply(201, {"status": "valid"}, {"Location": "/account/1"}))
+        order = {
+            "status": "pending",
+            "identifiers": [{"type": "dns", "value": "example.test"}],
+            "authorizations": ["/authz/1"],
+            "finalize": "/order/1/finalize",
+            "profile": "shortlived",
+        }
+        ca.on("/order", Reply(201, order, {"Location": "/order/1"}))
+        async with AcmeClient(ca.url, generate_account_key()) as client:
+            created = await client.new_order(["example.test"], profile="shortlived")
+    finally:
+        await ca.stop()
+
+    assert created.profile == "shortlived"
+    assert created.url == f"{ca.base}/order/1"
+    without = {key: value for key, value in order.items() if key != "profile"}
+    assert Order.from_json(without, "https://ca/order/2").profile is None
