@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from broker.acme import AcmeClient, BrokerApiSolver, KeyType, generate_account_key, transport
+from tests.broker.acme.ariproxy import AriProxy
 from tests.peers import Pebble
 from tests.support import Running
 
@@ -94,6 +95,18 @@ async def make_client(start_pebble: PebbleStarter) -> AsyncIterator[MakeClient]:
     finally:
         for client in clients:
             await client.close()
+
+
+@pytest.fixture
+async def proxy(pebble: Pebble) -> AsyncIterator[AriProxy]:
+    """pebble behind the proxy that adds what Debian's pebble lacks (renewalInfo; see
+    AriProxy for profiles and rate limits)."""
+    ari = AriProxy(pebble)
+    await ari.start()
+    try:
+        yield ari
+    finally:
+        await ari.stop()
 
 
 @pytest.fixture

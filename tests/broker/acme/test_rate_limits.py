@@ -33,16 +33,6 @@ EXAMPLE = [{"type": "dns", "value": "example.test"}]
 
 
 @pytest.fixture
-async def proxy(pebble: Pebble) -> AsyncIterator[AriProxy]:
-    ari = AriProxy(pebble)
-    await ari.start()
-    try:
-        yield ari
-    finally:
-        await ari.stop()
-
-
-@pytest.fixture
 async def ca() -> AsyncIterator[FakeCa]:
     fake = FakeCa()
     await fake.start()

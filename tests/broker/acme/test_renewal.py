@@ -5,7 +5,6 @@ front of the same real pebble."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -28,16 +27,6 @@ from tests.peers import Pebble
 pytestmark = pytest.mark.timeout(90)
 
 NAMES = ["*.example.test", "example.test"]
-
-
-@pytest.fixture
-async def proxy(pebble: Pebble) -> AsyncIterator[AriProxy]:
-    ari = AriProxy(pebble)
-    await ari.start()
-    try:
-        yield ari
-    finally:
-        await ari.stop()
 
 
 @pytest.fixture
