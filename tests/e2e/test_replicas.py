@@ -21,7 +21,7 @@ import pytest
 
 from tests.peers import PostgresCluster
 from tests.process import Served, start
-from tests.providers.aws import MotoServer, create_zone, route53_txt
+from tests.providers.aws import MotoServer, route53_txt
 from tests.support import write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -305,14 +305,3 @@ async def _as_role(cluster: PostgresCluster, url: str, role: str) -> str:
         await admin.execute(f"CREATE ROLE {role} LOGIN")
         await admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
     return url.replace("postgres@", f"{role}@", 1)
-
-
-@pytest.fixture
-async def moto() -> Any:
-    server = MotoServer()
-    await asyncio.to_thread(server.start)
-    try:
-        create_zone(server, "r53.test.")
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)

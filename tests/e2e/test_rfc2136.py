@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from broker.auth import issue_token
 from broker.config import load_settings
 from broker.store import ChallengeRecord, ChallengeState
 from tests.peers import Pebble, run, verify_chain
-from tests.providers.aws import MotoServer, create_zone
+from tests.providers.aws import MotoServer
 from tests.support import Running, require_binary, write_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -118,17 +117,6 @@ async def test_certbot_dns_rfc2136_issues_a_wildcard_and_apex_certificate(
         pebble, live / "cert.pem", live / "chain.pem", {"*.example.test", "example.test"}
     )
     assert await running.broker.store.live_challenges() == []  # certbot cleaned up
-
-
-@pytest.fixture
-async def moto() -> AsyncIterator[MotoServer]:
-    server = MotoServer()
-    await asyncio.to_thread(server.start)
-    try:
-        create_zone(server, "r53.test.")
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_lego_rfc2136_issues_through_the_broker_into_route53(

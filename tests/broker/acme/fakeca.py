@@ -34,6 +34,10 @@ class Reply:
         return cls(status, document, {"Content-Type": "application/problem+json", **headers})
 
 
+ACCOUNT = Reply(201, {"status": "valid"}, {"Location": "/account/1"})
+"""newAccount's answer: account 1, valid."""
+
+
 @dataclass
 class Received:
     path: str

@@ -29,12 +29,10 @@ from broker.acme import (
     generate_account_key,
     ssl_context,
 )
-from tests.broker.acme.fakeca import FakeCa, Reply
+from tests.broker.acme.fakeca import ACCOUNT, FakeCa, Reply
 from tests.peers import Pebble
 
 pytestmark = pytest.mark.timeout(30)
-
-ACCOUNT = Reply(201, {"status": "valid"}, {"Location": "/account/1"})
 
 
 def order_json(status: str) -> dict[str, object]:

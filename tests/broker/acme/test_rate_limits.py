@@ -23,12 +23,11 @@ from broker.acme import (
 )
 from tests.broker.acme.ariproxy import AriProxy
 from tests.broker.acme.conftest import MakeClient
-from tests.broker.acme.fakeca import FakeCa, Reply
+from tests.broker.acme.fakeca import ACCOUNT, FakeCa, Reply
 from tests.peers import Pebble
 
 pytestmark = pytest.mark.timeout(90)
 
-ACCOUNT = Reply(201, {"status": "valid"}, {"Location": "/account/1"})
 EXAMPLE = [{"type": "dns", "value": "example.test"}]
 
 
