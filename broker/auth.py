@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from broker.dnsname import Scope
+from broker.dnsname import ChallengeTarget, Scope
 from broker.errors import (
     AdminRequiredError,
     ForbiddenNameError,
@@ -64,6 +64,10 @@ class Principal:
 
     def may_challenge(self, base: str) -> bool:
         return self.admin or any(scope.covers(base) for scope in self.scopes)
+
+    def uncovered(self, names: Sequence[str]) -> list[str]:
+        """The certificate names (``*.`` allowed) this caller may not prove."""
+        return [n for n in names if not self.may_challenge(ChallengeTarget.from_domain(n).base)]
 
     def require_challenge(self, base: str, fqdn: str) -> None:
         if self.may_challenge(base):

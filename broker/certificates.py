@@ -223,7 +223,7 @@ class CertificateService:
                 continue
             principal = Principal(owner.name, tuple(Scope.parse(p) for p in owner.scopes),
                                   owner.admin)  # fmt: skip
-            uncovered = [n for n in order.names if not _covers(principal, n)]
+            uncovered = principal.uncovered(order.names)
             if uncovered:
                 await self._renewal_failed(order, _problem_json(
                     "owner-not-allowed", f"the token {order.owner!r} no longer covers "
@@ -419,10 +419,6 @@ def read_or_create_secret(path: Path) -> bytes:
 
 def _live(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
-
-
-def _covers(principal: Principal, name: str) -> bool:
-    return principal.may_challenge(ChallengeTarget.from_domain(name).base)
 
 
 def _validity(fullchain_pem: str) -> tuple[float, float]:

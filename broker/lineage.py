@@ -42,7 +42,8 @@ from broker.acme import (
     ssl_context,
 )
 from broker.acme.messages import Directory
-from broker.dnsname import ChallengeTarget, Scope
+from broker.auth import Principal
+from broker.dnsname import Scope
 from broker.errors import BrokerError, InvalidRequestError
 
 ACCOUNT_FILE = "account.json"
@@ -179,24 +180,7 @@ async def revoke_from(out: Path, reason: int | None) -> None:
         await revoke(client, _read(out / "cert.pem"), reason=reason)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    name: str
-    scopes: tuple[Scope, ...]
-    admin: bool
-
-    def uncovered(self, names: Sequence[str]) -> list[str]:
-        """The certificate names this token may not prove."""
-        if self.admin:
-            return []
-        return [
-            name
-            for name in names
-            if not any(s.covers(ChallengeTarget.from_domain(name).base) for s in self.scopes)
-        ]
-
-
-async def token_info(broker: Broker, ca_bundle: str | None = None) -> TokenInfo:
+async def token_info(broker: Broker, ca_bundle: str | None = None) -> Principal:
     """What the broker says the token may do (``GET /v1/whoami``)."""
     headers = {"Authorization": f"Bearer {broker.token}"}
     status, body = await _get_json(broker.url.rstrip("/") + "/v1/whoami", ca_bundle, headers)
@@ -207,7 +191,7 @@ async def token_info(broker: Broker, ca_bundle: str | None = None) -> TokenInfo:
         )
     try:
         scopes = tuple(Scope.parse(pattern) for pattern in body["allow"])
-        return TokenInfo(str(body["name"]), scopes, bool(body["admin"]))
+        return Principal(str(body["name"]), scopes, bool(body["admin"]))
     except (KeyError, TypeError, BrokerError) as exc:
         raise InvalidRequestError(f"{broker.url} is not a dns01-broker ({exc!r})") from None
 

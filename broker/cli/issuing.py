@@ -14,6 +14,7 @@ from typing import Any
 from broker import lineage
 from broker.acme import ExternalAccountBinding, one_third_rule
 from broker.acme.cas import CATALOG
+from broker.auth import Principal
 from broker.cli.runner import EXIT_CONFIG, EXIT_FAILED, fail, run_value
 from broker.cli.targets import broker_target, run_acme
 from broker.cli.terminal import Progress, Terminal
@@ -128,9 +129,7 @@ def _walk(args: argparse.Namespace, settings: Settings, terminal: Terminal) -> i
     return 0
 
 
-def _names(
-    args: argparse.Namespace, terminal: Terminal, token: lineage.TokenInfo
-) -> tuple[str, ...]:
+def _names(args: argparse.Namespace, terminal: Terminal, token: Principal) -> tuple[str, ...]:
     """The certificate's names, each one the token may prove (checked before any ACME
     call); asked for on a terminal when no -d was given."""
     if args.domains:
@@ -174,7 +173,7 @@ def _check_names(names: tuple[str, ...]) -> None:
             raise Refused(exc.detail, EXIT_CONFIG) from None
 
 
-def _check_scopes(names: tuple[str, ...], token: lineage.TokenInfo) -> None:
+def _check_scopes(names: tuple[str, ...], token: Principal) -> None:
     missing = token.uncovered(names)
     if missing:
         allowed = ", ".join(str(scope) for scope in token.scopes) or "(none)"
