@@ -107,6 +107,25 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.provider_retries = Counter(
+            "dns01_broker_provider_retries",
+            "Provider calls tried again after a throttled, failed or unanswered try",
+            ["provider", "operation"],
+            registry=self.registry,
+        )
+        self.provider_circuit = Gauge(
+            "dns01_broker_provider_circuit_state",
+            "Each provider's circuit breaker: 0 closed, 1 half open (probing), 2 open",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.unfinished_changes = Counter(
+            "dns01_broker_unfinished_changes",
+            "Provider changes left unfinished (by a crash or a failure) and finished later, "
+            "by intent (add, remove)",
+            ["intent"],
+            registry=self.registry,
+        )
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 

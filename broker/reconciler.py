@@ -1,5 +1,6 @@
-"""Expires leases, purges old history and resumes orders nobody runs: on one replica at
-a time (the leader), on a fixed interval, for as long as it runs.
+"""Finishes provider changes a crash left unfinished, expires leases, purges old history
+and resumes orders nobody runs: on one replica at a time (the leader), on a fixed
+interval, for as long as it runs (its first pass as soon as it leads).
 
 Every replica asks for the leadership each second, so when the leader dies another
 takes over within about a second of the store noticing.
@@ -40,6 +41,7 @@ class Reconciler:
         self._duties = duties
 
     async def run_once(self) -> int:
+        await self.service.finish()
         expired = await self.service.expire_due()
         await self.service.purge_history()
         for duty in self._duties:

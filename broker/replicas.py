@@ -46,9 +46,9 @@ class ReplicaSync:
         self._store = service.store
         self._feed = feed
         self._embedded = {
-            name: provider
+            name: provider.backend
             for name, provider in providers.items()
-            if isinstance(provider, EmbeddedProvider)
+            if isinstance(provider.backend, EmbeddedProvider)
         }
         self._acmedns = acmedns
         self._metrics = metrics

@@ -56,6 +56,8 @@ from providers.embedded import (
     EmbeddedZoneSettings,
     ZoneSet,
 )
+from providers.faults import FaultyProvider
+from providers.resilience import BreakerState, ResilientProvider
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +229,7 @@ class Broker:
         ]
 
     def _make_provider(self, name: str, settings: Any) -> DnsProvider:
-        return make_provider(name, settings, self.zone_set)
+        return guard_provider(make_provider(name, settings, self.zone_set), settings, self.metrics)
 
     async def _start_http(self) -> None:
         assert self.service is not None
@@ -309,7 +311,10 @@ class Broker:
         if self.dns_server is not None:
             checks["dns"] = await self._dns_readiness()
         for name, provider in self.providers.items():
-            checks[f"provider:{name}"] = await self._provider_health.check(name, provider)
+            check = await self._provider_health.check(name, provider)
+            if isinstance(provider, ResilientProvider):
+                check = {**check, **_circuit_check(provider)}
+            checks[f"provider:{name}"] = check
         return checks
 
     async def _dns_readiness(self) -> dict[str, Any]:
@@ -351,6 +356,40 @@ def make_provider(name: str, settings: Any, zone_set: ZoneSet) -> DnsProvider:
     _, provider_class = load_provider_type(settings.type)
     provider: DnsProvider = provider_class(name, settings)  # type: ignore[call-arg]
     return provider
+
+
+def guard_provider(provider: DnsProvider, settings: Any, metrics: Metrics) -> DnsProvider:
+    """Wrap a provider in its injected faults (if configured) and its retry policy and
+    circuit breaker (providers with their own records, or any with faults)."""
+    if settings.faults is not None:
+        log.warning(
+            "provider %s injects faults into %.0f%% of its calls (providers.%s.faults): "
+            "for drills only",
+            provider.name, settings.faults.total * 100, provider.name,
+        )  # fmt: skip
+        provider = FaultyProvider(provider, settings.faults)
+    elif not provider.capabilities.keeps_records:
+        return provider
+    retries = metrics.provider_retries
+    guarded = ResilientProvider(
+        provider,
+        settings.retry,
+        on_retry=lambda operation: retries.labels(guarded.name, operation).inc(),
+    )
+    metrics.provider_circuit.labels(provider.name).set_function(lambda: guarded.breaker.state)
+    return guarded
+
+
+def _circuit_check(provider: ResilientProvider) -> dict[str, Any]:
+    state = provider.breaker.state
+    check: dict[str, Any] = {"circuit": state.name.lower().replace("_", "-")}
+    if state is BreakerState.OPEN:
+        check["ok"] = False
+        check["detail"] = (
+            f"circuit breaker open after {provider.breaker.failures} failed tries; "
+            f"a probe call goes through in {provider.breaker.retry_after():.0f} s"
+        )
+    return check
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,15 @@
 
 Present appends and is idempotent; cleanup removes exactly one value and is a no-op
 for an unknown one. Writes to one RRset are serialized (across replicas too, where the
-provider needs it). The store is written first
-(the intent), then the provider, so a crash in between is healed by the reconciler;
-a provider failure on a new record undoes the store write.
+provider keeps records of its own).
+
+The store is written first, as a write-ahead intent, then the provider, then the
+outcome: a present inserts its record marked "add" (unmarked once the provider took the
+value), a removal marks the record "remove" before the provider call and ends it after.
+Whatever a crash or a provider failure leaves marked, the leader finishes (re-adds, or
+removes and ends), so the provider's values and the store's live records meet again:
+no orphaned TXT value, no lost live one. The embedded zone is rebuilt from the store at
+start, so its presents need no mark.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from broker.errors import (
     TooManyValuesError,
 )
 from broker.metrics import Metrics
-from broker.store import ChallengeRecord, ChallengeState, Store
+from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, Store
 from providers.base import Change, DnsProvider, ProviderError
 
 log = logging.getLogger(__name__)
@@ -167,6 +173,7 @@ class ChallengeService:
         principal.require_challenge(target.base, target.fqdn)
         write_at = await self._write_target(target)
         route = self.router.route(write_at)
+        keeps_records = route.provider.capabilities.keeps_records
         now = self._clock()
         candidate = ChallengeRecord(
             id=secrets.token_urlsafe(12),
@@ -178,6 +185,7 @@ class ChallengeService:
             created_at=now,
             expires_at=now + self._lease(lease),
             delegated_from=None if write_at == target.fqdn else target.fqdn,
+            intent=ChallengeIntent.ADD if keeps_records else None,
         )
         async with self._hold(route.provider, write_at):
             stored = await self.store.put_challenge(candidate, self.settings.max_values_per_name)
@@ -199,8 +207,10 @@ class ChallengeService:
                 change = await self._provider_add(route, record)
             except ProviderFailureError:
                 if created:
-                    await self.store.delete_challenge(record.id)
+                    await self._undo_add(route, record)
                 raise
+            if keeps_records:
+                await self.store.intend(record.id, None)
         await self._wait_applied(route, change)
         if created:
             self.metrics.live_records.inc()
@@ -232,9 +242,11 @@ class ChallengeService:
     @asynccontextmanager
     async def _hold(self, provider: DnsProvider, fqdn: str) -> AsyncIterator[None]:
         """Writes to one RRset take turns: within this process always, and across
-        replicas too where the provider rewrites whole RRsets."""
+        replicas too where the provider keeps records of its own (so that finishing an
+        intent never races the request that left it) or rewrites whole RRsets."""
         async with self.writes.shared(), self._locks.hold(provider.name, fqdn):
-            if provider.capabilities.rewrites_rrset:
+            capabilities = provider.capabilities
+            if capabilities.keeps_records or capabilities.rewrites_rrset:
                 async with self.store.rrset_lock(provider.name, fqdn):
                     yield
             else:
@@ -288,17 +300,57 @@ class ChallengeService:
         return expired
 
     async def restore(self) -> int:
-        """Re-apply every live record to its provider (after a start or a crash). The
-        changes are submitted, not waited for: a start must not sit through a minute of
-        Route53 sync per record."""
+        """Put every live record back into the providers that forget them (the embedded
+        zone, after a start); providers keeping their own records are left as they are,
+        apart from unfinished changes, which the leader finishes (``finish``)."""
         records = await self.store.live_challenges()
         for record in records:
+            provider = self._provider_of(record)
+            if provider.capabilities.keeps_records or record.intent is ChallengeIntent.REMOVE:
+                continue
             try:
-                await self._provider_add(Route(self._provider_of(record), record.zone), record)
+                await self._provider_add(Route(provider, record.zone), record)
             except ProviderFailureError as exc:
                 log.error("cannot restore challenge id=%s: %s", record.id, exc.detail)
         self.metrics.live_records.set(len(records))
         return len(records)
+
+    async def finish(self) -> int:
+        """Finish every provider change a crash or a failure left unfinished: a value
+        marked "add" is added again, one marked "remove" removed and its record ended.
+        Returns how many were finished; the rest stay marked for the next pass."""
+        finished = 0
+        for pending in await self.store.unfinished_challenges():
+            try:
+                route = Route(self._provider_of(pending), pending.zone)
+                async with self._hold(route.provider, pending.fqdn):
+                    record = await self.store.challenge(pending.id)
+                    if record is None or record.state is not ChallengeState.PRESENT:
+                        continue
+                    if record.intent is ChallengeIntent.ADD:
+                        await self._provider_add(route, record)
+                        await self.store.intend(record.id, None)
+                    elif record.intent is ChallengeIntent.REMOVE:
+                        state = (
+                            ChallengeState.EXPIRED
+                            if record.expires_at <= self._clock()
+                            else ChallengeState.REMOVED
+                        )
+                        await self._end(route, record, state, "reconciler")
+                    else:
+                        continue
+                finished += 1
+                self.metrics.unfinished_changes.labels(pending.intent or "").inc()
+                log.info(
+                    "finished an unfinished %s of challenge id=%s fqdn=%s",
+                    pending.intent, pending.id, pending.fqdn,
+                )  # fmt: skip
+            except ProviderFailureError as exc:
+                log.warning(
+                    "cannot finish the %s of challenge id=%s yet: %s",
+                    pending.intent, pending.id, exc.detail,
+                )  # fmt: skip
+        return finished
 
     async def purge_history(self) -> int:
         return await self.store.purge_ended(self._clock() - self.settings.history_retention)
@@ -306,6 +358,11 @@ class ChallengeService:
     async def _end(
         self, route: Route, record: ChallengeRecord, state: ChallengeState, actor: str
     ) -> ChallengeRecord | None:
+        """Remove a live value: marked first, then gone from the provider, then ended.
+        A failure on the way leaves the mark, for a retried request or the leader."""
+        marked = record.intent is ChallengeIntent.REMOVE
+        if not marked and await self.store.intend(record.id, ChallengeIntent.REMOVE) is None:
+            return None
         try:
             await route.provider.remove_txt(record.zone, record.fqdn, record.value)
         except ProviderError as exc:
@@ -319,6 +376,22 @@ class ChallengeService:
                 state.value, ended.id, ended.fqdn, ended.owner, actor,
             )  # fmt: skip
         return ended
+
+    async def _undo_add(self, route: Route, record: ChallengeRecord) -> None:
+        """Take back a new value whose provider write failed: it may have landed all the
+        same (an answer lost on the way), so it is removed like any other, and its record
+        forgotten once that is done. If the removal fails too, the mark stays and the
+        leader finishes it."""
+        if await self.store.intend(record.id, ChallengeIntent.REMOVE) is None:
+            return
+        try:
+            await route.provider.remove_txt(record.zone, record.fqdn, record.value)
+        except ProviderError as exc:
+            log.warning(
+                "cannot take back challenge id=%s yet (the leader will): %s", record.id, exc
+            )
+            return
+        await self.store.delete_challenge(record.id)
 
     async def _provider_add(self, route: Route, record: ChallengeRecord) -> Change | None:
         try:

@@ -9,12 +9,16 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from providers.base import DnsProvider
+from providers.faults import FaultSettings
+from providers.resilience import RetrySettings
 
 
 class ProviderSettings(Protocol):
     """What the broker needs of every provider's validated settings section."""
 
     type: str
+    retry: RetrySettings
+    faults: FaultSettings | None
 
     def zone_names(self) -> tuple[str, ...]: ...
 

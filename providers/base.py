@@ -51,6 +51,10 @@ class Capabilities:
     rewrites_rrset: bool = False
     """A change writes the whole RRset as read just before (Route53's UPSERT): writers in
     other processes must take turns, or one of them loses the other's value."""
+    keeps_records: bool = True
+    """The backend keeps its records itself (a cloud API, a DNS server), so a crash of
+    the broker between its store and the backend can leave them apart: its changes are
+    recorded as intents first. False for the embedded zone, rebuilt from the store."""
 
 
 class DnsProvider(ABC):
@@ -58,6 +62,11 @@ class DnsProvider(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    @property
+    def backend(self) -> DnsProvider:
+        """The provider itself, under any wrappers (retries, injected faults)."""
+        return self
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create SDK clients and sockets."""

@@ -12,7 +12,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import dns.name
 import dns.rdata
@@ -23,7 +23,9 @@ import dns.rrset
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, field_validator, model_validator
 
 from broker.dnsname import normalize_name
-from providers.base import Change, DnsProvider, ZoneNotFoundError
+from providers.base import Capabilities, Change, DnsProvider, ZoneNotFoundError
+from providers.faults import FaultSettings
+from providers.resilience import RetrySettings
 
 IN = dns.rdataclass.IN
 SOA, NS, TXT, A, AAAA = (
@@ -84,6 +86,9 @@ class EmbeddedSettings(BaseModel):
     zones: list[EmbeddedZoneSettings] = Field(
         default_factory=lambda: [EmbeddedZoneSettings(name="example.test")]
     )
+    faults: FaultSettings | None = None
+    """Injected faults (drills only); the embedded zone needs no retries without them."""
+    retry: RetrySettings = Field(default_factory=RetrySettings)
 
     def zone_names(self) -> tuple[str, ...]:
         return tuple(zone.name for zone in self.zones)
@@ -325,6 +330,8 @@ class ZoneSet:
 
 
 class EmbeddedProvider(DnsProvider):
+    capabilities: ClassVar[Capabilities] = Capabilities(keeps_records=False)
+
     def __init__(self, name: str, settings: EmbeddedSettings, zone_set: ZoneSet | None = None):
         super().__init__(name)
         self.settings = settings

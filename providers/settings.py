@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broker.dnsname import normalize_name
 from broker.values import Duration
+from providers.faults import FaultSettings
+from providers.resilience import RetrySettings
 
 
 class ProviderSettingsModel(BaseModel):
@@ -15,6 +17,8 @@ class ProviderSettingsModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     zones: list[str] = Field(default_factory=list)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    faults: FaultSettings | None = None
 
     @field_validator("zones")
     @classmethod

@@ -1,6 +1,7 @@
 from broker.store.base import (
     AcmeAccountRecord,
     CertificateOrderRecord,
+    ChallengeIntent,
     ChallengeRecord,
     ChallengeState,
     OrderState,
@@ -12,6 +13,7 @@ from broker.store.base import (
 __all__ = [
     "AcmeAccountRecord",
     "CertificateOrderRecord",
+    "ChallengeIntent",
     "ChallengeRecord",
     "ChallengeState",
     "OrderState",

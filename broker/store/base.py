@@ -16,6 +16,14 @@ class ChallengeState(enum.StrEnum):
     EXPIRED = "expired"
 
 
+class ChallengeIntent(enum.StrEnum):
+    """A provider change recorded before it is made (write-ahead), cleared once it is
+    done: whoever finds one left by a crash finishes it (see ChallengeService.finish)."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
 @dataclass(frozen=True, slots=True)
 class ChallengeRecord:
     """One TXT value the broker put at ``fqdn`` for its ``owner`` (a token name)."""
@@ -32,6 +40,9 @@ class ChallengeRecord:
     ended_at: float | None = None
     delegated_from: str | None = None
     """The name asked for, when a CNAME there sent the value to ``fqdn``."""
+    intent: ChallengeIntent | None = None
+    """A provider change begun and not yet known to be done (providers that keep their
+    own records only; the embedded zone is rebuilt from the store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +162,9 @@ class Store(ABC):
         self, record: ChallengeRecord, max_values: int
     ) -> tuple[ChallengeRecord, bool] | None:
         """Insert a live record, or extend the lease of the live one with the same fqdn and
-        value. Returns the stored record and whether it was created; None (and nothing
-        written) when the name already holds ``max_values`` other live values."""
+        value (taking the new record's intent). Returns the stored record and whether it
+        was created; None (and nothing written) when the name already holds
+        ``max_values`` other live values."""
 
     @abstractmethod
     async def live_challenge(self, fqdn: str, value: str) -> ChallengeRecord | None: ...
@@ -169,6 +181,17 @@ class Store(ABC):
     @abstractmethod
     async def delete_challenge(self, challenge_id: str) -> None:
         """Forget a record entirely (undoing a present whose provider write failed)."""
+
+    @abstractmethod
+    async def intend(
+        self, challenge_id: str, intent: ChallengeIntent | None
+    ) -> ChallengeRecord | None:
+        """Record (or, with None, clear) the provider change about to be made for a live
+        record; None when the record is not live."""
+
+    @abstractmethod
+    async def unfinished_challenges(self, limit: int = 500) -> list[ChallengeRecord]:
+        """Live records with a provider change begun and not known to be done."""
 
     @abstractmethod
     async def live_challenges(self) -> list[ChallengeRecord]: ...

@@ -168,9 +168,9 @@ class PostgresStore(SqlStore):
     ) -> tuple[ChallengeRecord, bool] | None:
         row = challenge_row(record)
         # The function takes the row without state and ended_at (always live, not ended).
-        params = (*row[:8], row[10], max_values)
+        params = (*row[:8], row[10], row[11], max_values)
         stored = await self._modify_one(
-            f"SELECT {CHALLENGE_COLUMNS} FROM dns01_broker_put_challenge(?,?,?,?,?,?,?,?,?,?)",
+            f"SELECT {CHALLENGE_COLUMNS} FROM dns01_broker_put_challenge(?,?,?,?,?,?,?,?,?,?,?)",
             params,
         )
         if stored is None:

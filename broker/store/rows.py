@@ -7,6 +7,7 @@ from typing import Any
 
 from broker.store.base import (
     CertificateOrderRecord,
+    ChallengeIntent,
     ChallengeRecord,
     ChallengeState,
     OrderState,
@@ -22,7 +23,7 @@ TOKEN_COLUMNS = ", ".join(  # one name per column: ruff reads a list of them as 
 )  # fmt: skip
 CHALLENGE_COLUMNS = (
     "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
-    "delegated_from"
+    "delegated_from, intent"
 )
 REGISTRATION_COLUMNS = "username, subdomain, key_hash, allowfrom, created_at, legacy_bcrypt"
 ACCOUNT_COLUMNS = "directory, url, key_pem, created_at"
@@ -81,11 +82,13 @@ def challenge_row(record: ChallengeRecord) -> tuple[Any, ...]:
         record.state.value,
         record.ended_at,
         record.delegated_from,
+        None if record.intent is None else record.intent.value,
     )
 
 
 def challenge_from_row(row: tuple[Any, ...]) -> ChallengeRecord:
-    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, via = row
+    id_, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at = row[:10]
+    via, intent = row[10:]
     return ChallengeRecord(
         id=id_,
         fqdn=fqdn,
@@ -98,6 +101,7 @@ def challenge_from_row(row: tuple[Any, ...]) -> ChallengeRecord:
         state=ChallengeState(state),
         ended_at=ended_at,
         delegated_from=via,
+        intent=None if intent is None else ChallengeIntent(intent),
     )
 
 

@@ -13,6 +13,7 @@ from broker.errors import ConflictError
 from broker.store.base import (
     AcmeAccountRecord,
     CertificateOrderRecord,
+    ChallengeIntent,
     ChallengeRecord,
     ChallengeState,
     OrderState,
@@ -122,14 +123,32 @@ class SqlStore(Store):
         self, challenge_id: str, state: ChallengeState, at: float
     ) -> ChallengeRecord | None:
         row = await self._modify_one(
-            "UPDATE challenges SET state = ?, ended_at = ? WHERE id = ? AND state = 'present' "
-            f"RETURNING {CHALLENGE_COLUMNS}",
+            "UPDATE challenges SET state = ?, ended_at = ?, intent = NULL "
+            f"WHERE id = ? AND state = 'present' RETURNING {CHALLENGE_COLUMNS}",
             (state.value, at, challenge_id),
         )
         return None if row is None else challenge_from_row(row)
 
     async def delete_challenge(self, challenge_id: str) -> None:
         await self._modify_count("DELETE FROM challenges WHERE id = ?", (challenge_id,))
+
+    async def intend(
+        self, challenge_id: str, intent: ChallengeIntent | None
+    ) -> ChallengeRecord | None:
+        row = await self._modify_one(
+            "UPDATE challenges SET intent = ? WHERE id = ? AND state = 'present' "
+            f"RETURNING {CHALLENGE_COLUMNS}",
+            (None if intent is None else intent.value, challenge_id),
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def unfinished_challenges(self, limit: int = 500) -> list[ChallengeRecord]:
+        rows = await self._select(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges "
+            "WHERE state = 'present' AND intent IS NOT NULL ORDER BY created_at LIMIT ?",
+            (limit,),
+        )
+        return [challenge_from_row(row) for row in rows]
 
     async def live_challenges(self) -> list[ChallengeRecord]:
         rows = await self._select(

@@ -33,11 +33,11 @@ from broker.store.sql import DuplicateRowError, SqlStore
 T = TypeVar("T")
 
 _PUT_CHALLENGE = (
-    f"INSERT INTO challenges ({CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,? "
+    f"INSERT INTO challenges ({CHALLENGE_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,?,? "
     "WHERE (SELECT count(*) FROM challenges WHERE fqdn = ? AND state = 'present') < ? "
     "OR EXISTS (SELECT 1 FROM challenges WHERE fqdn = ? AND value = ? AND state = 'present') "
     "ON CONFLICT (fqdn, value) WHERE state = 'present' DO UPDATE SET "
-    "expires_at = max(challenges.expires_at, excluded.expires_at) "
+    "expires_at = max(challenges.expires_at, excluded.expires_at), intent = excluded.intent "
     f"RETURNING {CHALLENGE_COLUMNS}"
 )
 

@@ -14,9 +14,10 @@ from broker.dnsname import ChallengeTarget, Scope
 from broker.errors import ProviderFailureError
 from broker.metrics import Metrics
 from broker.service import ChallengeService, ZoneRouter
-from broker.store import ChallengeState
+from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState
 from broker.store.sqlite import SqliteStore
 from providers.base import Change, DnsProvider, ProviderThrottledError
+from providers.embedded import EmbeddedProvider, EmbeddedSettings, EmbeddedZoneSettings
 
 TARGET = ChallengeTarget.from_domain("www.example.test")
 ADMIN = Principal(name="admin", scopes=(), admin=True)
@@ -30,6 +31,7 @@ class FlakyBackend(DnsProvider):
         super().__init__("flaky")
         self.values: dict[str, list[str]] = {}
         self.refusing = False
+        self.lose_answers = 0
         self.log: list[tuple[str, str]] = []
 
     async def check(self) -> None:
@@ -47,6 +49,9 @@ class FlakyBackend(DnsProvider):
         if value not in current:
             current.append(value)
         self.values[name] = current
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ProviderThrottledError("the answer was lost")
         return None
 
     async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
@@ -95,24 +100,109 @@ def service(store: SqliteStore, backend: FlakyBackend, clock: Clock) -> Challeng
     )
 
 
-async def test_provider_failure_on_present_leaves_no_record(service, store, backend):
+async def test_a_failed_present_is_taken_back(service, store, backend):
     backend.refusing = True
     with pytest.raises(ProviderFailureError) as caught:
         await service.present(ADMIN, TARGET, "one", None)
     assert caught.value.is_retryable is True
     assert caught.value.provider == "flaky"
-    assert await store.live_challenges() == []
-
-
-async def test_provider_failure_on_cleanup_keeps_the_record_live(service, store, backend):
-    await service.present(ADMIN, TARGET, "one", None)
-    backend.refusing = True
-    with pytest.raises(ProviderFailureError):
-        await service.cleanup(ADMIN, TARGET, "one")
+    # The take-back failed too: the record stays, marked, for the leader to finish.
+    [marked] = await store.live_challenges()
+    assert marked.intent is ChallengeIntent.REMOVE
     backend.refusing = False
-    assert [r.value for r in await store.live_challenges()] == ["one"]
-    assert await service.cleanup(ADMIN, TARGET, "one") is not None
+    assert await service.finish() == 1
+    assert await store.live_challenges() == []
+    assert backend.values.get(TARGET.fqdn, []) == []
+
+
+async def test_a_present_whose_answer_was_lost_leaves_no_value(service, store, backend):
+    """The provider made the change but the call failed: the value is removed again."""
+    backend.lose_answers = 1
+    with pytest.raises(ProviderFailureError):
+        await service.present(ADMIN, TARGET, "one", None)
     assert backend.values[TARGET.fqdn] == []
+    assert await store.live_challenges() == []
+    assert await store.unfinished_challenges() == []
+
+
+async def test_a_present_is_marked_until_the_provider_took_it(service, store, backend):
+    seen: list[ChallengeIntent | None] = []
+    add = backend.add_txt
+
+    async def watching_add(zone: str, name: str, value: str, ttl: int) -> Change | None:
+        seen.extend(r.intent for r in await store.live_challenges())
+        return await add(zone, name, value, ttl)
+
+    backend.add_txt = watching_add  # type: ignore[method-assign]
+    record = (await service.present(ADMIN, TARGET, "one", None)).record
+    assert seen == [ChallengeIntent.ADD]
+    assert (await store.challenge(record.id)).intent is None  # type: ignore[union-attr]
+
+
+async def test_the_leader_finishes_what_a_crash_left(service, store, backend, clock):
+    """A crash after the intent and before the provider: an add is made, a removal done."""
+    added = ChallengeRecord(
+        id="crashed-add", fqdn=TARGET.fqdn, value="add-me", zone="example.test.",
+        provider="flaky", owner="admin", created_at=clock.now, expires_at=clock.now + 60,
+        intent=ChallengeIntent.ADD,
+    )  # fmt: skip
+    assert await store.put_challenge(added, 16) is not None
+    removing = (await service.present(ADMIN, TARGET, "remove-me", None)).record
+    await store.intend(removing.id, ChallengeIntent.REMOVE)
+    assert await service.finish() == 2
+    assert backend.values[TARGET.fqdn] == ["add-me"]
+    assert (await store.challenge("crashed-add")).intent is None  # type: ignore[union-attr]
+    ended = await store.challenge(removing.id)
+    assert ended is not None
+    assert ended.state is ChallengeState.REMOVED
+    assert await service.finish() == 0
+
+
+async def test_a_removal_marked_after_its_lease_ends_as_expired(service, store, clock):
+    record = (await service.present(ADMIN, TARGET, "one", 30)).record
+    await store.intend(record.id, ChallengeIntent.REMOVE)
+    clock.now += 31
+    assert await service.finish() == 1
+    assert (await store.challenge(record.id)).state is ChallengeState.EXPIRED  # type: ignore[union-attr]
+
+
+async def test_finishing_skips_what_a_request_finished_meanwhile(service, store, backend):
+    record = (await service.present(ADMIN, TARGET, "one", None)).record
+    await store.intend(record.id, ChallengeIntent.REMOVE)
+    await service.cleanup(ADMIN, TARGET, "one")
+    assert await service.finish() == 0
+    assert [op for op, _ in backend.log] == ["add", "remove"]
+
+
+async def test_a_provider_failure_on_finishing_keeps_the_mark(service, store, backend):
+    record = (await service.present(ADMIN, TARGET, "one", None)).record
+    await store.intend(record.id, ChallengeIntent.REMOVE)
+    backend.refusing = True
+    assert await service.finish() == 0
+    assert (await store.challenge(record.id)).intent is ChallengeIntent.REMOVE  # type: ignore[union-attr]
+
+
+async def test_restore_refills_only_providers_that_forget(store, backend):
+    """The embedded zone is refilled from the store at start (a value cleaned up or being
+    removed is not); a provider keeping its own records is left alone."""
+    zone = EmbeddedSettings(zones=[EmbeddedZoneSettings(name="embedded.test")])
+    embedded = EmbeddedProvider("embedded", zone)
+    service = ChallengeService(
+        store, ZoneRouter({"flaky": backend, "embedded": embedded}), ChallengeSettings(), Metrics()
+    )
+    kept = ChallengeTarget.from_domain("kept.embedded.test")
+    for target, value in ((TARGET, "cloud"), (kept, "kept"), (kept, "going"), (kept, "gone")):
+        await service.present(ADMIN, target, value, None)
+    await service.cleanup(ADMIN, kept, "gone")
+    going = await store.live_challenge(kept.fqdn, "going")
+    assert going is not None
+    await store.intend(going.id, ChallengeIntent.REMOVE)
+    fresh_backend, fresh_embedded = FlakyBackend(), EmbeddedProvider("embedded", zone)
+    router = ZoneRouter({"flaky": fresh_backend, "embedded": fresh_embedded})
+    restarted = ChallengeService(store, router, ChallengeSettings(), Metrics())
+    assert await restarted.restore() == 3
+    assert fresh_backend.log == []
+    assert await fresh_embedded.list_txt("embedded.test.", kept.fqdn) == ["kept"]
 
 
 async def test_writes_to_one_rrset_are_serialized(service, backend):
@@ -153,22 +243,6 @@ async def test_expiry_retries_after_a_provider_failure(service, backend, clock):
     backend.refusing = False
     assert await service.expire_due() == 1
     assert backend.values[TARGET.fqdn] == []
-
-
-async def test_restore_reapplies_live_records_to_a_fresh_backend(store, clock):
-    first = FlakyBackend()
-    service = ChallengeService(
-        store, ZoneRouter({"f": first}), ChallengeSettings(), Metrics(), clock=clock
-    )
-    await service.present(ADMIN, TARGET, "one", None)
-    await service.present(ADMIN, TARGET, "two", None)
-    await service.cleanup(ADMIN, TARGET, "two")
-    fresh = FlakyBackend()
-    restarted = ChallengeService(
-        store, ZoneRouter({"f": fresh}), ChallengeSettings(), Metrics(), clock=clock
-    )
-    assert await restarted.restore() == 1
-    assert fresh.values[TARGET.fqdn] == ["one"]
 
 
 async def test_history_older_than_the_retention_is_purged(service, store, clock):
@@ -218,14 +292,16 @@ async def test_waiting_for_a_change_to_apply_does_not_hold_the_rrset(store, cloc
     await asyncio.gather(apex, wildcard)
 
 
-async def test_restore_submits_without_waiting_for_changes_to_apply(store, clock):
-    first = ChallengeService(
-        store, ZoneRouter({"slow": FlakyBackend()}), ChallengeSettings(), Metrics(), clock=clock
-    )
-    await first.present(ADMIN, TARGET, "one", None)
+async def test_finishing_an_add_submits_without_waiting_for_it_to_apply(store, clock):
+    crashed = ChallengeRecord(
+        id="crashed", fqdn=TARGET.fqdn, value="one", zone="example.test.", provider="flaky",
+        owner="admin", created_at=clock.now, expires_at=clock.now + 60,
+        intent=ChallengeIntent.ADD,
+    )  # fmt: skip
+    await store.put_challenge(crashed, 16)
     slow = SlowSync()
     restarted = ChallengeService(
         store, ZoneRouter({"slow": slow}), ChallengeSettings(), Metrics(), clock=clock
     )
-    assert await asyncio.wait_for(restarted.restore(), 2) == 1
+    assert await asyncio.wait_for(restarted.finish(), 2) == 1
     assert slow.values[TARGET.fqdn] == ["one"]
