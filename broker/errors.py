@@ -136,9 +136,13 @@ class ProviderFailureError(BrokerError):
     code = "provider-failure"
     title = "The DNS provider refused or failed the change"
 
-    def __init__(self, detail: str, *, provider: str, retryable: bool) -> None:
+    def __init__(
+        self, detail: str, *, provider: str, retryable: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(detail, retryable=retryable)
         self.provider = provider
+        self.retry_after = retry_after
+        """Seconds until the provider's circuit breaker lets a call through, when open."""
 
 
 class DnsLookupError(BrokerError):

@@ -17,6 +17,7 @@ from typing import Any
 from broker.acmedns import AcmeDnsAccounts
 from broker.metrics import Metrics
 from broker.service import ChallengeService
+from broker.store import ChallengeIntent
 from broker.store.changes import (
     ChangeFeed,
     RegistrationChanged,
@@ -94,7 +95,7 @@ class ReplicaSync:
             values: dict[str, dict[tuple[str, str], list[str]]] = {n: {} for n in self._embedded}
             async with self._service.writes.exclusive():
                 for record in await self._store.live_challenges():
-                    if record.provider in values:
+                    if record.provider in values and record.intent is not ChallengeIntent.REMOVE:
                         key = (record.zone, record.fqdn)
                         values[record.provider].setdefault(key, []).append(record.value)
                 for name, provider in self._embedded.items():
@@ -112,5 +113,9 @@ class ReplicaSync:
         except ZoneNotFoundError:
             return
         async with self._service.holding(provider_name, fqdn):
-            live = [r.value for r in await self._store.live_at(fqdn) if r.provider == provider_name]
+            live = [
+                r.value
+                for r in await self._store.live_at(fqdn)
+                if r.provider == provider_name and r.intent is not ChallengeIntent.REMOVE
+            ]
             provider.replace_txt(zone, fqdn, live, self._ttl)

@@ -37,6 +37,7 @@ from broker.errors import (
 from broker.metrics import Metrics
 from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, Store
 from providers.base import Change, DnsProvider, ProviderError
+from providers.resilience import CircuitOpenError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,6 @@ class ChallengeService:
         principal.require_challenge(target.base, target.fqdn)
         write_at = await self._write_target(target)
         route = self.router.route(write_at)
-        keeps_records = route.provider.capabilities.keeps_records
         now = self._clock()
         candidate = ChallengeRecord(
             id=secrets.token_urlsafe(12),
@@ -185,7 +185,7 @@ class ChallengeService:
             created_at=now,
             expires_at=now + self._lease(lease),
             delegated_from=None if write_at == target.fqdn else target.fqdn,
-            intent=ChallengeIntent.ADD if keeps_records else None,
+            intent=ChallengeIntent.ADD if route.provider.capabilities.keeps_records else None,
         )
         async with self._hold(route.provider, write_at):
             stored = await self.store.put_challenge(candidate, self.settings.max_values_per_name)
@@ -206,10 +206,10 @@ class ChallengeService:
             try:
                 change = await self._provider_add(route, record)
             except ProviderFailureError:
-                if created:
+                if created or record.intent is ChallengeIntent.REMOVE:
                     await self._undo_add(route, record)
                 raise
-            if keeps_records:
+            if record.intent is not None:  # a new mark, or one an earlier failure left
                 await self.store.intend(record.id, None)
         await self._wait_applied(route, change)
         if created:
@@ -439,5 +439,8 @@ def _base_of(fqdn: str) -> str:
 def _provider_failure(provider: DnsProvider, exc: ProviderError) -> ProviderFailureError:
     log.warning("provider %s failed: %s", provider.name, exc)
     return ProviderFailureError(
-        f"provider {provider.name!r} failed: {exc}", provider=provider.name, retryable=exc.retryable
+        f"provider {provider.name!r} failed: {exc}",
+        provider=provider.name,
+        retryable=exc.retryable,
+        retry_after=exc.retry_after if isinstance(exc, CircuitOpenError) else None,
     )

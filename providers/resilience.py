@@ -126,12 +126,15 @@ class ResilientProvider(DnsProvider):
         *,
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner.name)
         self.inner = inner
         self.capabilities = inner.capabilities  # type: ignore[misc]
         self.settings = settings
-        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
+        self.breaker = CircuitBreaker(
+            settings.breaker_threshold, settings.breaker_cooldown, clock=clock
+        )
         self._on_retry = on_retry
         self._sleep = sleep
 

@@ -162,7 +162,7 @@ class Store(ABC):
         self, record: ChallengeRecord, max_values: int
     ) -> tuple[ChallengeRecord, bool] | None:
         """Insert a live record, or extend the lease of the live one with the same fqdn and
-        value (taking the new record's intent). Returns the stored record and whether it
+        value (keeping its intent). Returns the stored record and whether it
         was created; None (and nothing written) when the name already holds
         ``max_values`` other live values."""
 

@@ -37,7 +37,7 @@ _PUT_CHALLENGE = (
     "WHERE (SELECT count(*) FROM challenges WHERE fqdn = ? AND state = 'present') < ? "
     "OR EXISTS (SELECT 1 FROM challenges WHERE fqdn = ? AND value = ? AND state = 'present') "
     "ON CONFLICT (fqdn, value) WHERE state = 'present' DO UPDATE SET "
-    "expires_at = max(challenges.expires_at, excluded.expires_at), intent = excluded.intent "
+    "expires_at = max(challenges.expires_at, excluded.expires_at) "
     f"RETURNING {CHALLENGE_COLUMNS}"
 )
 

@@ -115,6 +115,17 @@ async def test_a_failed_present_is_taken_back(service, store, backend):
     assert backend.values.get(TARGET.fqdn, []) == []
 
 
+async def test_presenting_again_keeps_a_value_whose_take_back_was_pending(service, store, backend):
+    backend.refusing = True
+    with pytest.raises(ProviderFailureError):
+        await service.present(ADMIN, TARGET, "one", None)
+    backend.refusing = False
+    again = (await service.present(ADMIN, TARGET, "one", None)).record
+    assert (await store.challenge(again.id)).intent is None  # type: ignore[union-attr]
+    assert await service.finish() == 0
+    assert backend.values[TARGET.fqdn] == ["one"]
+
+
 async def test_a_present_whose_answer_was_lost_leaves_no_value(service, store, backend):
     """The provider made the change but the call failed: the value is removed again."""
     backend.lose_answers = 1

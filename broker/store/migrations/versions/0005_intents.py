@@ -42,8 +42,7 @@ BEGIN
        OR EXISTS (SELECT 1 FROM challenges
                   WHERE fqdn = p_fqdn AND value = p_value AND state = 'present')
     ON CONFLICT (fqdn, value) WHERE state = 'present'
-    DO UPDATE SET expires_at = GREATEST(c.expires_at, EXCLUDED.expires_at),
-                  intent = EXCLUDED.intent
+    DO UPDATE SET expires_at = GREATEST(c.expires_at, EXCLUDED.expires_at)
     RETURNING c.*;
 END
 $$;
