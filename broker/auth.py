@@ -156,6 +156,26 @@ def issue_token(
     return IssuedToken(secret=secret, record=record, tsig=tsig_key)
 
 
+def rotate_token(
+    record: TokenRecord, *, tsig: bool = False, box: SecretBox | None = None
+) -> IssuedToken:
+    """A new secret for a stored token; everything else stays (name, lookup key, scopes,
+    networks, admin flag, expiry). Its TSIG key is kept unless ``tsig``: then it gets a
+    new secret under the same name and algorithm. The caller stores the record."""
+    secret = f"{TOKEN_PREFIX}{record.key}_{secrets.token_urlsafe(32)}"
+    rotated = replace(record, digest=digest_token(secret))
+    if not tsig:
+        return IssuedToken(secret=secret, record=rotated)
+    if record.tsig_algorithm is None:
+        raise InvalidRequestError(
+            f"token {record.name!r} has no TSIG key to rotate: leave out tsig (or make a "
+            "new token with one)"
+        )
+    key = new_key(record.name, record.tsig_algorithm)
+    kept = (box or SecretBox(None)).seal(key.secret, bound_to=record.key)
+    return IssuedToken(secret=secret, record=replace(rotated, tsig_secret=kept), tsig=key)
+
+
 TOKEN_CACHE_SIZE = 4096
 
 

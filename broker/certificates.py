@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
+from broker import audit
 from broker.acme import (
     AccountKey,
     AcmeClient,
@@ -47,6 +48,7 @@ from broker.acme import (
     sign_csr,
     ssl_context,
 )
+from broker.audit import AuditLog
 from broker.auth import Principal
 from broker.config import AcmeSettings
 from broker.dnsname import ChallengeTarget, Scope
@@ -59,6 +61,8 @@ from broker.watch import PropagationWatch
 log = logging.getLogger(__name__)
 
 MAX_CSR_NAMES = 100
+FACE = "acme"
+"""The audit log's face of what the broker's ACME client does on its own."""
 
 
 class ServiceSolver:
@@ -66,12 +70,22 @@ class ServiceSolver:
     checks as the HTTP API."""
 
     def __init__(
-        self, service: ChallengeService, watch: PropagationWatch | None, principal: Principal
+        self,
+        service: ChallengeService,
+        watch: PropagationWatch | None,
+        principal: Principal,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self._service = service
         self._watch = watch
         self._principal = principal
+        self._audit = audit_log
         self._records: dict[tuple[str, str], Any] = {}
+
+    def _record(self, action: str, domain: str, result: str) -> None:
+        if self._audit is not None:
+            fqdn = ChallengeTarget.from_domain(domain).fqdn
+            self._audit.record(FACE, action, fqdn, actor=self._principal.name, result=result)
 
     async def present(self, domain: str, value: str, /) -> PresentedChallenge:
         try:
@@ -79,7 +93,9 @@ class ServiceSolver:
                 self._principal, ChallengeTarget.from_domain(domain), value, None
             )
         except BrokerError as exc:
+            self._record(audit.PRESENT, domain, exc.code)
             raise SolverError(domain, exc.detail, status=exc.status, code=exc.code) from None
+        self._record(audit.PRESENT, domain, audit.OK)
         self._records[(domain, value)] = result.record
         return PresentedChallenge(domain, value, result.record.fqdn, result.record.id)
 
@@ -97,7 +113,9 @@ class ServiceSolver:
             target = ChallengeTarget.from_domain(handle.domain)
             await self._service.cleanup(self._principal, target, handle.value)
         except BrokerError as exc:
+            self._record(audit.CLEANUP, handle.domain, exc.code)
             raise SolverError(handle.domain, exc.detail, status=exc.status, code=exc.code) from None
+        self._record(audit.CLEANUP, handle.domain, audit.OK)
 
 
 CLAIM_SECONDS = 30.0
@@ -120,9 +138,11 @@ class CertificateService:
         *,
         replica: str = "local",
         metrics: Metrics | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.store = store
         self._metrics = metrics
+        self._audit = audit_log
         self._service = service
         self._watch = watch
         self._settings = settings
@@ -199,6 +219,7 @@ class CertificateService:
                         "is no longer valid; submit the CSR again with a valid token",
                     ),
                 )  # fmt: skip
+                self._record(audit.CERTIFICATE_FAILED, order, "interrupted")
                 continue
             log.info("resuming certificate order id=%s of %s", order.id, order.owner)
             self._start(order, load_csr(order.csr_pem))
@@ -243,6 +264,7 @@ class CertificateService:
         log.warning("certificate renewal failed id=%s, next try in %.0fs: %s", order.id, wait,
                     json.loads(error).get("detail"))  # fmt: skip
         await self.store.renewal_failed(order.id, error, time.time() + wait)
+        self._record(audit.CERTIFICATE_RENEWAL_FAILED, order, _error_code(error))
         if self._metrics is not None:
             self._metrics.certificate_renewals.labels("failed").inc()
 
@@ -287,6 +309,10 @@ class CertificateService:
             with contextlib.suppress(BrokerError):
                 await self.store.extend_claim(order_id, self._replica, time.time() + CLAIM_SECONDS)
 
+    def _record(self, action: str, order: CertificateOrderRecord, result: str = audit.OK) -> None:
+        if self._audit is not None:
+            self._audit.record(FACE, action, order.id, actor=order.owner, result=result)
+
     async def get(self, principal: Principal, order_id: str) -> CertificateOrderRecord:
         order = await self.store.order(order_id)
         if order is None or not (principal.admin or order.owner == principal.name):
@@ -306,14 +332,15 @@ class CertificateService:
             signed = await self._sign(order, csr)
         except (AcmeError, TimeoutError, OSError) as exc:
             log.warning("certificate order failed id=%s: %s", order.id, exc)
-            await self.store.finish_order(
-                order.id, OrderState.INVALID, time.time(), error=_error_json(exc)
-            )
+            error = _error_json(exc)
+            await self.store.finish_order(order.id, OrderState.INVALID, time.time(), error=error)
+            self._record(audit.CERTIFICATE_FAILED, order, _error_code(error))
             return
         await self.store.finish_order(
             order.id, OrderState.VALID, time.time(),
             fullchain_pem=signed.fullchain_pem, validity=_validity(signed.fullchain_pem),
         )  # fmt: skip
+        self._record(audit.CERTIFICATE_ISSUED, order)
         log.info("certificate order valid id=%s issuer=%s", order.id, signed.issuer)
 
     async def _renew(
@@ -328,6 +355,7 @@ class CertificateService:
         await self.store.record_renewal(
             order.id, signed.fullchain_pem, _validity(signed.fullchain_pem), time.time()
         )
+        self._record(audit.CERTIFICATE_RENEWED, order)
         if self._metrics is not None:
             self._metrics.certificate_renewals.labels("renewed").inc()
         log.info("certificate renewed id=%s issuer=%s", order.id, signed.issuer)
@@ -345,7 +373,7 @@ class CertificateService:
             scopes=tuple(Scope(ChallengeTarget.from_domain(n).base, False) for n in order.names),
             admin=False,
         )
-        solver = ServiceSolver(self._service, self._watch, principal)
+        solver = ServiceSolver(self._service, self._watch, principal, self._audit)
         client = await self._client(order.directory)
         return await asyncio.wait_for(
             sign_csr(
@@ -425,6 +453,15 @@ def _validity(fullchain_pem: str) -> tuple[float, float]:
     """The leaf certificate's (not before, not after) as Unix times."""
     leaf = load_certificate(fullchain_pem.encode())
     return leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+
+
+def _error_code(error: str) -> str:
+    """The last part of a stored problem's type: ``rejectedIdentifier``, ``acme-timeout``."""
+    try:
+        kind = json.loads(error).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    return str(kind).rsplit(":", 1)[-1] if kind else "failed"
 
 
 def _problem_json(code: str, detail: str, **extra: Any) -> str:

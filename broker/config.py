@@ -250,6 +250,15 @@ class AcmeSettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    """The audit log of token, registration, challenge and certificate events."""
+
+    retention: Duration = Field(90 * 86400.0, description="events older than this are purged")
+    queue_size: int = Field(
+        10_000, ge=100, le=1_000_000, description="events waiting to be written; beyond: dropped"
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -271,6 +280,7 @@ class Settings(_Section):
     httpreq: HttpreqSettings = Field(default_factory=HttpreqSettings)
     propagation: PropagationSettings = Field(default_factory=PropagationSettings)
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     providers: dict[str, Any] = Field(default_factory=dict)
 
     def provider_settings(self) -> dict[str, ProviderSettings]:

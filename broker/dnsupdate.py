@@ -31,6 +31,8 @@ import dns.rrset
 import dns.tsig
 import dns.update
 
+from broker import audit
+from broker.audit import AuditLog
 from broker.auth import IPAddress, Principal, principal_of, unwrap
 from broker.config import DnsUpdateSettings
 from broker.delegation import authorized_target
@@ -53,6 +55,9 @@ from broker.tsig import TsigKey
 log = logging.getLogger(__name__)
 
 ADD, DELETE, DELETE_OWN = "add", "delete", "delete-own"
+FACE = "rfc2136"
+UPDATE = "update"
+"""The audit action of an update refused as a whole, before its changes were known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +88,10 @@ class UpdateFace:
         zones: Callable[[], Sequence[str]],
         *,
         clock: Callable[[], float] = time.time,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self._service = service
+        self._audit = audit_log
         self._store = service.store
         self._box = box
         self._settings = settings
@@ -115,6 +122,7 @@ class UpdateFace:
     ) -> dns.rcode.Rcode:
         """Apply a verified update signed with ``key_name``; the answer's rcode."""
         record = await self._store.token_by_tsig(key_name)
+        changes: list[Change] = []
         try:
             if record is None:
                 raise Refused(dns.rcode.NOTAUTH, f"the token of key {key_name} was revoked")
@@ -122,18 +130,42 @@ class UpdateFace:
             changes = await self._read(message, principal)
             await self._apply(changes, principal)
         except Refused as refused:
+            result = dns.rcode.to_text(refused.rcode).lower()
+            self._audit_changes(changes, record, source, result, key_name)
             log.info(
                 "RFC 2136 update from %s with key %s refused (%s): %s",
                 source, key_name, dns.rcode.to_text(refused.rcode), refused,
             )  # fmt: skip
             self.report("refused")
             return refused.rcode
+        self._audit_changes(changes, record, source, audit.OK, key_name)
         log.info(
             "RFC 2136 update from %s by %s applied: %s", source, record.name,
             ", ".join(f"{c.kind} {c.target.fqdn}" for c in changes) or "nothing",
         )  # fmt: skip
         self.report("applied")
         return dns.rcode.NOERROR
+
+    def _audit_changes(
+        self,
+        changes: list[Change],
+        record: TokenRecord | None,
+        source: str,
+        result: str,
+        key_name: str,
+    ) -> None:
+        """One event per change (an update refused before its changes were read: one
+        ``update`` event, its target the key's name)."""
+        if self._audit is None:
+            return
+        actor = None if record is None else record.name
+        if not changes:
+            self._audit.record(FACE, UPDATE, key_name, actor=actor, source=source, result=result)
+        for change in changes:
+            action = audit.PRESENT if change.kind == ADD else audit.CLEANUP
+            self._audit.record(
+                FACE, action, change.target.fqdn, actor=actor, source=source, result=result
+            )
 
     async def _read(self, message: dns.update.UpdateMessage, principal: Principal) -> list[Change]:
         """Every change the update asks for, each checked; Refused if any is not allowed."""

@@ -126,6 +126,11 @@ class Metrics:
             ["intent"],
             registry=self.registry,
         )
+        self.audit_dropped = Counter(
+            "dns01_broker_audit_events_dropped",
+            "Audit events dropped because the queue of events waiting to be written was full",
+            registry=self.registry,
+        )
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 

@@ -24,8 +24,10 @@ import dns.message
 import dns.rcode
 from aiohttp import web
 
+from broker import audit
 from broker.acmedns import AcmeDnsAccounts
 from broker.api import ApiContext, RegistrationPolicy, build_app
+from broker.audit import AuditLog
 from broker.auth import Authenticator, issue_token
 from broker.certificates import CertificateService
 from broker.config import Settings, acmedns_zone
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 READINESS_TIMEOUT = 1.0
 PROVIDER_CHECK_TIMEOUT = 5.0
 PROVIDER_CHECK_TTL = 30.0
+BOOTSTRAP_TOKEN_NAME = "admin"  # noqa: S105 - a token's name, not its secret
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -110,6 +113,7 @@ class Broker:
         self.replica_sync: ReplicaSync | None = None
         self.reconciler: Reconciler | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self.audit: AuditLog | None = None
 
     async def start(self) -> None:
         try:
@@ -120,6 +124,13 @@ class Broker:
 
     async def _start(self) -> None:
         await self.store.open()
+        self.audit = AuditLog(
+            self.store,
+            self.metrics,
+            retention=self.settings.audit.retention,
+            queue_size=self.settings.audit.queue_size,
+        )
+        self.audit.start()
         for name, provider_settings in self.settings.provider_settings().items():
             provider = self._make_provider(name, provider_settings)
             try:
@@ -196,6 +207,7 @@ class Broker:
             self.settings.acme,
             replica=self.replica,
             metrics=self.metrics,
+            audit_log=self.audit,
         )
         await self._start_http()
         self.reconciler = Reconciler(
@@ -203,7 +215,7 @@ class Broker:
             self.settings.challenges.reconcile_interval,
             self.store.leadership(),
             self.metrics,
-            duties=[self.certificates.resume, self.certificates.renew_due],
+            duties=[self.certificates.resume, self.certificates.renew_due, self.audit.purge],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 
@@ -215,6 +227,7 @@ class Broker:
             self.settings.dns.update,
             self.metrics,
             self.service.router.zones,
+            audit_log=self.audit,
         )
 
     def _foreign_zones(self) -> list[EmbeddedZone]:
@@ -254,6 +267,7 @@ class Broker:
                 if self.settings.httpreq.enabled
                 else None,
                 secret_box=secret_box(self.settings),
+                audit=self.audit,
             )
         )
         self.http_app = app
@@ -288,6 +302,9 @@ class Broker:
         if self.dns_server is not None:
             await self.dns_server.stop()
             self.dns_server = None
+        if self.audit is not None:
+            await self.audit.close()
+            self.audit = None
         for provider in self.providers.values():
             await provider.close()
         self.providers.clear()
@@ -339,7 +356,7 @@ class Broker:
         if await self.store.count_tokens() > 0:
             return
         path = self.settings.auth.bootstrap_token_file
-        issued = issue_token("admin", [], admin=True)
+        issued = issue_token(BOOTSTRAP_TOKEN_NAME, [], admin=True)
         write_secret_file(path, issued.secret)
         try:
             await self.store.create_token(issued.record)
@@ -347,6 +364,8 @@ class Broker:
             path.unlink(missing_ok=True)
             log.info("another replica made the bootstrap admin token at the same moment")
             return
+        if self.audit is not None:
+            self.audit.record("broker", audit.TOKEN_CREATE, BOOTSTRAP_TOKEN_NAME, actor="broker")
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
 
 

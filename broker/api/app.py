@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.api import certificates, health, native, registrations, tokens
+from broker.api import audit, certificates, health, native, registrations, tokens
 from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
 from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, OPERATIONS_KEY, Handler, observe
@@ -26,6 +26,8 @@ ROUTES: tuple[Route, ...] = (
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),
     ("DELETE", "/v1/tokens/{name}", tokens.revoke_token),
+    ("POST", "/v1/tokens/{name}/rotate", tokens.rotate),
+    ("GET", "/v1/audit", audit.list_events),
     ("GET", "/v1/registrations", registrations.list_registrations),
     ("DELETE", "/v1/registrations/{username}", registrations.delete_registration),
 )
@@ -62,7 +64,7 @@ def operations(ctx: ApiContext) -> dict[str, str]:
 
 
 def build_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[observe])
+    app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[observe, audit.audited])
     app[CONTEXT] = ctx
     app[METRICS_KEY] = ctx.metrics
     app[MAX_BODY_KEY] = ctx.max_body_bytes

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.api.audit import note
 from broker.api.bodies import (
     RECORD_ID,
     OptionalNumber,
@@ -64,6 +65,7 @@ async def submit(request: web.Request) -> web.Response:
     wait = deadline_seconds(body.timeout, "/timeout")
     certificates = _certificates(request)
     order = await certificates.submit(principal, body.csr, renew=body.renew)
+    note(request, target=order.id)
     if body.wait:
         await certificates.wait(order.id, wait or DEFAULT_WAIT)
         order = await certificates.get(principal, order.id)

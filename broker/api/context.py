@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from broker.acmedns import AcmeDnsAccounts
+from broker.audit import AuditLog
 from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_address
 from broker.certificates import CertificateService
 from broker.delegation import DelegationResolver
@@ -45,9 +46,12 @@ class ApiContext:
     certificates: CertificateService | None = None
     httpreq_base: str | None = ""
     secret_box: SecretBox = field(default_factory=lambda: SecretBox(None))
+    audit: AuditLog | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""Who the request authenticated as, for the audit log (broker.api.audit)."""
 
 
 def context(request: web.Request) -> ApiContext:
@@ -73,4 +77,6 @@ async def authenticate(request: web.Request, secret: str | None = None) -> Princ
     """The principal of the bearer token (or of ``secret``, for faces that carry it
     elsewhere, such as Basic auth)."""
     token = bearer_token(request) if secret is None else secret
-    return await context(request).authenticator.authenticate(token, source_address(request))
+    principal = await context(request).authenticator.authenticate(token, source_address(request))
+    request[PRINCIPAL] = principal
+    return principal

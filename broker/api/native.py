@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.api.audit import note
 from broker.api.bodies import RECORD_ID, ChallengeBody, path_part, read_json, timestamp
 from broker.api.context import authenticate, context
 from broker.dnsname import ChallengeTarget, validate_value
@@ -59,6 +60,7 @@ async def present(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await read_json(request, ChallengeBody)
     target, value = body.target(), body.checked_value()
+    note(request, target=target.fqdn)
     deadline = body.wait_seconds()
     result = await context(request).service.present(principal, target, value, body.lease)
     report = None
@@ -83,6 +85,7 @@ async def cleanup(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await read_json(request, ChallengeBody)
     target, value = body.target(), body.checked_value()
+    note(request, target=target.fqdn)
     record = await context(request).service.cleanup(principal, target, value)
     return web.json_response(
         {

@@ -7,11 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.bodies import TokenBody, boolean_query, path_part, read_json, timestamp
+from broker.api.audit import note
+from broker.api.bodies import (
+    StrictBody,
+    TokenBody,
+    boolean_query,
+    path_part,
+    read_json,
+    timestamp,
+)
 from broker.api.context import authenticate, context
-from broker.auth import TOKEN_NAME, issue_token
+from broker.auth import TOKEN_NAME, IssuedToken, issue_token, rotate_token
 from broker.errors import NotFoundError
-from broker.store import TokenRecord
+from broker.secretbox import SecretBox
+from broker.store import Store, TokenRecord
 from broker.tsig import DEFAULT_ALGORITHM
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,7 @@ async def create_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_admin()
     body = await read_json(request, TokenBody)
+    note(request, target=body.name)
     algorithm = DEFAULT_ALGORITHM if body.tsig is True else (body.tsig or None)
     issued = issue_token(
         body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires,
@@ -67,11 +77,8 @@ async def create_token(request: web.Request) -> web.Response:
         issued.record.name, ",".join(issued.record.scopes), issued.record.admin,
         issued.record.tsig_algorithm or "none", principal.name,
     )  # fmt: skip
-    created = {"token": issued.secret, **token_json(issued.record)}
-    if issued.tsig is not None:
-        created["tsig"] = {**created["tsig"], "secret": issued.tsig.secret_b64}
     return web.json_response(
-        created,
+        shown_once(issued),
         status=201,
         headers={"Location": f"/v1/tokens/{issued.record.name}", "Cache-Control": "no-store"},
     )
@@ -86,3 +93,40 @@ async def revoke_token(request: web.Request) -> web.Response:
         raise NotFoundError(f"no live token named {name!r}")
     log.info("token revoked name=%s by=%s", name, principal.name)
     return web.json_response(token_json(record))
+
+
+class RotateBody(StrictBody):
+    tsig: bool = False
+    """Give the token's TSIG key a new secret too (else it is kept)."""
+
+
+async def rotate_token_named(
+    store: Store, name: str, *, tsig: bool = False, box: SecretBox | None = None
+) -> IssuedToken:
+    """Give the live token ``name`` a new secret (the old one is refused from now on)."""
+    live = next((t for t in await store.list_tokens() if t.name == name), None)
+    issued = None if live is None else rotate_token(live, tsig=tsig, box=box)
+    stored = None if issued is None else await store.rotate_token(name, issued.record)
+    if issued is None or stored is None:
+        raise NotFoundError(f"no live token named {name!r}")
+    return IssuedToken(secret=issued.secret, record=stored, tsig=issued.tsig)
+
+
+async def rotate(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    principal.require_admin()
+    name = path_part(request, "name", TOKEN_NAME, "live token named")
+    body = await read_json(request, RotateBody) if request.can_read_body else RotateBody()
+    ctx = context(request)
+    issued = await rotate_token_named(ctx.store, name, tsig=body.tsig, box=ctx.secret_box)
+    log.info("token rotated name=%s tsig=%s by=%s", name, "new" if issued.tsig else "kept",
+             principal.name)  # fmt: skip
+    return web.json_response(shown_once(issued), headers={"Cache-Control": "no-store"})
+
+
+def shown_once(issued: IssuedToken) -> dict[str, Any]:
+    """A token's JSON with its secret (and its TSIG key's, when new): shown only now."""
+    shown = {"token": issued.secret, **token_json(issued.record)}
+    if issued.tsig is not None:
+        shown["tsig"] = {**shown["tsig"], "secret": issued.tsig.secret_b64}
+    return shown

@@ -1,20 +1,24 @@
-"""``dns01-broker token``: tokens made, listed and revoked on the configured store
-directly (also while brokers run on it)."""
+"""``dns01-broker token``: tokens made, listed, rotated and revoked on the configured
+store directly (also while brokers run on it); each change goes to the audit log with the
+actor ``cli:<login name>``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
 from typing import Any
 
+from broker import audit
 from broker.api.bodies import timestamp
-from broker.api.tokens import token_json
-from broker.auth import issue_token
+from broker.api.tokens import rotate_token_named, token_json
+from broker.auth import IssuedToken, issue_token
 from broker.cli.runner import EXIT_CONFIG, EXIT_FAILED, with_store
 from broker.config import Settings
-from broker.runtime import secret_box
+from broker.errors import NotFoundError
+from broker.runtime import BOOTSTRAP_TOKEN_NAME, secret_box, write_secret_file
 from broker.store import Store
 from broker.tsig import ALGORITHMS, DEFAULT_ALGORITHM
 from broker.values import parse_duration
@@ -53,6 +57,30 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
     revoke.add_argument("name")
     revoke.set_defaults(run=_token_revoke)
+    rotate = token_commands.add_parser(
+        "rotate",
+        parents=[common],
+        help="give a token a new secret (the old one is refused from then on)",
+    )
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--tsig", action="store_true", help="give its TSIG key a new secret too (default: kept)"
+    )
+    rotate.add_argument("--json", action="store_true", help="print JSON")
+    rotate.set_defaults(run=_token_rotate)
+
+
+async def record(store: Store, action: str, target: str, result: str = audit.OK) -> None:
+    """Write one audit event of this command at once (the CLI has no writer task)."""
+    await store.add_audit_events([audit.event("cli", action, target, actor=cli_actor(),
+                                              result=result)])  # fmt: skip
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "cli"
 
 
 def _token_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,27 +97,62 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create(store: Store) -> int:
         await store.create_token(issued.record)
+        await record(store, audit.TOKEN_CREATE, issued.record.name)
         return 0
 
     code = with_store(settings, create)
+    _show(issued, args.json, sealed=box.seals)
+    print(f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr)
+    return code
+
+
+def _show(issued: IssuedToken, as_json: bool, *, sealed: bool) -> None:
+    """Print a token's secret (and its new TSIG key's) once."""
     key = issued.tsig
-    if args.json:
+    if as_json:
         shown: dict[str, Any] = {"name": issued.record.name, "token": issued.secret}
         if key is not None:
             shown["tsig"] = {"name": key.name, "algorithm": key.algorithm, "secret": key.secret_b64}
         print(json.dumps(shown))
-        return code
+        return
     print(issued.secret)
     if key is not None:
         print(f"{key.algorithm}:{key.name}:{key.secret_b64}")
-        sealed = (
-            "sealed with auth.secret_key" if box.seals else "kept unsealed (no auth.secret_key)"
-        )
+        kept = "sealed with auth.secret_key" if sealed else "kept unsealed (no auth.secret_key)"
         print(
-            f"TSIG key {key.name} ({key.algorithm}, secret {sealed}) on the second line",
+            f"TSIG key {key.name} ({key.algorithm}, secret {kept}) on the second line",
             file=sys.stderr,
         )
-    print(f"token {issued.record.name!r} created; it is shown only now", file=sys.stderr)
+
+
+def _token_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    box = secret_box(settings)
+    rotated: list[IssuedToken] = []
+
+    async def rotate(store: Store) -> int:
+        try:
+            issued = await rotate_token_named(store, args.name, tsig=args.tsig, box=box)
+        except NotFoundError as exc:
+            await record(store, audit.TOKEN_ROTATE, args.name, exc.code)
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return EXIT_FAILED
+        await record(store, audit.TOKEN_ROTATE, args.name)
+        rotated.append(issued)
+        return 0
+
+    code = with_store(settings, rotate)
+    if not rotated:
+        return code
+    _show(rotated[0], args.json, sealed=box.seals)
+    bootstrap = settings.auth.bootstrap_token_file
+    if args.name == BOOTSTRAP_TOKEN_NAME and bootstrap.exists():
+        write_secret_file(bootstrap, rotated[0].secret)
+        print(f"the new secret also replaces the old one in {bootstrap}", file=sys.stderr)
+    print(
+        f"token {args.name!r} rotated: its old secret is refused from now on; the new one "
+        "is shown only now",
+        file=sys.stderr,
+    )
     return code
 
 
@@ -114,10 +177,12 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def revoke(store: Store) -> int:
-        record = await store.revoke_token(args.name, time.time())
-        if record is None:
+        revoked = await store.revoke_token(args.name, time.time())
+        if revoked is None:
+            await record(store, audit.TOKEN_REVOKE, args.name, NotFoundError.code)
             print(f"error: no live token named {args.name!r}", file=sys.stderr)
             return EXIT_FAILED
+        await record(store, audit.TOKEN_REVOKE, args.name)
         print(f"token {args.name!r} revoked", file=sys.stderr)
         return 0
 

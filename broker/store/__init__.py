@@ -1,5 +1,7 @@
 from broker.store.base import (
     AcmeAccountRecord,
+    AuditEventRecord,
+    AuditQuery,
     CertificateOrderRecord,
     ChallengeIntent,
     ChallengeRecord,
@@ -12,6 +14,8 @@ from broker.store.base import (
 
 __all__ = [
     "AcmeAccountRecord",
+    "AuditEventRecord",
+    "AuditQuery",
     "CertificateOrderRecord",
     "ChallengeIntent",
     "ChallengeRecord",

@@ -124,6 +124,37 @@ class CertificateOrderRecord:
     """Why the last renewal failed (JSON problem), cleared by the next that works."""
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEventRecord:
+    """One audited event (see broker.audit): never a secret, a token or a TXT value."""
+
+    at: float
+    actor: str
+    """The token name, ``acmedns:<username>``, ``cli:<user>``, or ``-`` (unauthenticated)."""
+    source: str
+    """The client's address (HTTP: behind trusted proxies; DNS: the peer), or ``-``."""
+    face: str
+    action: str
+    target: str
+    result: str
+    """``ok``, or the error's stable code."""
+    id: int | None = None
+    """Assigned by the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit events to read, newest first; ``before`` is the (at, id) of the last
+    event of the previous page."""
+
+    since: float | None = None
+    until: float | None = None
+    actor: str | None = None
+    action: str | None = None
+    limit: int = 100
+    before: tuple[float, int] | None = None
+
+
 class Store(ABC):
     @abstractmethod
     async def open(self) -> None: ...
@@ -152,6 +183,23 @@ class Store(ABC):
     @abstractmethod
     async def revoke_token(self, name: str, at: float) -> TokenRecord | None:
         """Revoke the live token called ``name``; None when there is none."""
+
+    @abstractmethod
+    async def rotate_token(self, name: str, rotated: TokenRecord) -> TokenRecord | None:
+        """Give the live token called ``name`` (with ``rotated.key``) the digest and TSIG
+        secret of ``rotated``, keeping everything else; None when there is no such token."""
+
+    @abstractmethod
+    async def add_audit_events(self, events: list[AuditEventRecord]) -> None:
+        """Store audit events (one statement)."""
+
+    @abstractmethod
+    async def audit_events(self, query: AuditQuery) -> list[AuditEventRecord]:
+        """The events that match, newest first, at most ``query.limit``."""
+
+    @abstractmethod
+    async def purge_audit(self, before: float) -> int:
+        """Delete audit events older than ``before``; return how many."""
 
     @abstractmethod
     async def count_tokens(self) -> int:

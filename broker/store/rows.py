@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from broker.store.base import (
+    AuditEventRecord,
     CertificateOrderRecord,
     ChallengeIntent,
     ChallengeRecord,
@@ -31,6 +32,8 @@ ORDER_COLUMNS = (
     "id, owner, names, csr_pem, directory, state, created_at, updated_at, fullchain_pem, error, "
     "claimed_by, claimed_until, renew, not_before, not_after, renewals, renewal_error"
 )
+
+AUDIT_COLUMNS = "at, actor, source, face, action, target, result"
 
 
 def token_row(token: TokenRecord) -> tuple[Any, ...]:
@@ -172,3 +175,21 @@ def registration_from_row(row: Row) -> RegistrationRecord:
         created_at=created_at,
         legacy_bcrypt=legacy_bcrypt,
     )
+
+
+def audit_row(event: AuditEventRecord) -> Row:
+    return (
+        event.at,
+        event.actor,
+        event.source,
+        event.face,
+        event.action,
+        event.target,
+        event.result,
+    )
+
+
+def audit_from_row(row: Row) -> AuditEventRecord:
+    """A row of ``id`` followed by AUDIT_COLUMNS."""
+    id_, at, actor, source, face, action, target, result = row
+    return AuditEventRecord(at, actor, source, face, action, target, result, id=int(id_))

@@ -12,6 +12,8 @@ from abc import abstractmethod
 from broker.errors import ConflictError
 from broker.store.base import (
     AcmeAccountRecord,
+    AuditEventRecord,
+    AuditQuery,
     CertificateOrderRecord,
     ChallengeIntent,
     ChallengeRecord,
@@ -23,11 +25,14 @@ from broker.store.base import (
 )
 from broker.store.rows import (
     ACCOUNT_COLUMNS,
+    AUDIT_COLUMNS,
     CHALLENGE_COLUMNS,
     ORDER_COLUMNS,
     REGISTRATION_COLUMNS,
     TOKEN_COLUMNS,
     Row,
+    audit_from_row,
+    audit_row,
     challenge_from_row,
     order_from_row,
     order_row,
@@ -44,6 +49,26 @@ class DuplicateRowError(Exception):
 
 def _values(columns: str) -> str:
     return ",".join("?" * (columns.count(",") + 1))
+
+
+def audit_filter(query: AuditQuery) -> tuple[str, Row]:
+    """The WHERE clause (and its parameters) of an audit query."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for clause, value in (
+        ("at >= ?", query.since),
+        ("at < ?", query.until),
+        ("actor = ?", query.actor),
+        ("action = ?", query.action),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if query.before is not None:
+        at, event_id = query.before
+        clauses.append("(at < ? OR (at = ? AND id < ?))")
+        params.extend((at, at, event_id))
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 class SqlStore(Store):
@@ -100,6 +125,35 @@ class SqlStore(Store):
             (at, name),
         )
         return None if row is None else token_from_row(row)
+
+    async def rotate_token(self, name: str, rotated: TokenRecord) -> TokenRecord | None:
+        row = await self._modify_one(
+            "UPDATE tokens SET digest = ?, tsig_secret = ? "
+            f"WHERE name = ? AND key = ? AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}",
+            (rotated.digest, rotated.tsig_secret, name, rotated.key),
+        )
+        return None if row is None else token_from_row(row)
+
+    async def add_audit_events(self, events: list[AuditEventRecord]) -> None:
+        if not events:
+            return
+        rows = ",".join(f"({_values(AUDIT_COLUMNS)})" for _ in events)
+        params = tuple(value for event in events for value in audit_row(event))
+        await self._modify_count(
+            f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {rows}", params
+        )
+
+    async def audit_events(self, query: AuditQuery) -> list[AuditEventRecord]:
+        where, params = audit_filter(query)
+        rows = await self._select(
+            f"SELECT id, {AUDIT_COLUMNS} FROM audit_events {where} "
+            "ORDER BY at DESC, id DESC LIMIT ?",
+            (*params, query.limit),
+        )
+        return [audit_from_row(row) for row in rows]
+
+    async def purge_audit(self, before: float) -> int:
+        return await self._modify_count("DELETE FROM audit_events WHERE at < ?", (before,))
 
     async def count_tokens(self) -> int:
         row = await self._select_one("SELECT count(*) FROM tokens")

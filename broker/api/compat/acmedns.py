@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.acmedns import AcmeDnsAccounts, AcmeDnsError, forbidden
+from broker.api.audit import note
 from broker.api.compat.bodies import NotJsonObjectError, compact_json, parse_object
 from broker.api.context import authenticate, bearer_token, context, source_address
 from broker.errors import BrokerError, ProviderFailureError, StoreUnavailableError
@@ -39,6 +40,7 @@ async def register(request: web.Request) -> web.Response:
     except BrokerError as exc:
         return _broker_error(exc)
     record = account.record
+    note(request, target=record.username)
     return compact_json(
         201,
         {
@@ -59,6 +61,7 @@ async def update(request: web.Request) -> web.Response:
             request.headers.get("X-Api-Key"),
             source_address(request),
         )
+        note(request, actor=f"acmedns:{record.username}", target=accounts.fulldomain(record))
         subdomain, txt = _update_fields(await request.read())
         await accounts.update(record, subdomain, txt)
     except AcmeDnsError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.api.audit import note
 from broker.api.compat.bodies import NotJsonObjectError, compact_json, parse_object
 from broker.api.context import authenticate, context
 from broker.delegation import authorized_target
@@ -46,8 +47,10 @@ async def _handle(request: web.Request, *, present: bool) -> web.Response:
         target, value, echo = _raw(data)
     else:
         fqdn, value = _text(data, "fqdn"), _text(data, "value")
+        note(request, target=fqdn)
         target = await authorized_target(principal, fqdn, context(request).delegation)
         echo = {"fqdn": fqdn, "value": value}
+    note(request, target=target.fqdn)
     validate_value(value)
     service = context(request).service
     if present:
