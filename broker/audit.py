@@ -109,6 +109,7 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._dropped_since_warning = 0
         self._failing = False
+        self._writing = asyncio.Lock()  # one batch at a time: a batch leaves once written
 
     def record(
         self,
@@ -150,6 +151,10 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Write every queued event now (while the store takes them)."""
         while self._queue and await self.flush():
             pass
 
@@ -166,22 +171,25 @@ class AuditLog:
         """Write up to one batch; False when there was nothing or the store refused it
         (the events stay queued for the next try)."""
         self._warn_dropped()
-        if not self._queue:
-            return False
-        batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
-        try:
-            await self._store.add_audit_events(batch)
-        except BrokerError as exc:
-            if not self._failing:
-                log.warning("audit events not written yet (%d queued): %s", len(self._queue), exc)
-            self._failing = True
-            return False
-        if self._failing:
-            log.info("audit events written again")
-            self._failing = False
-        for _ in batch:
-            self._queue.popleft()
-        return True
+        async with self._writing:
+            if not self._queue:
+                return False
+            batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
+            try:
+                await self._store.add_audit_events(batch)
+            except BrokerError as exc:
+                if not self._failing:
+                    log.warning(
+                        "audit events not written yet (%d queued): %s", len(self._queue), exc
+                    )
+                self._failing = True
+                return False
+            if self._failing:
+                log.info("audit events written again")
+                self._failing = False
+            for _ in batch:
+                self._queue.popleft()
+            return True
 
     async def purge(self) -> int:
         """Delete events older than the retention (a leader duty); return how many."""

@@ -206,6 +206,11 @@ class Authenticator:
                 self._cache.popitem(last=False)
         return record
 
+    def forget(self, key: str) -> None:
+        """Drop a token from the cache at once: this process changed it, and the store's
+        generation may move on only when its change notification comes back."""
+        self._cache.pop(key, None)
+
     async def authenticate(
         self, secret: str | None, source: Callable[[], IPAddress | None]
     ) -> Principal:

@@ -91,6 +91,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     record = await context(request).store.revoke_token(name, context(request).service.now())
     if record is None:
         raise NotFoundError(f"no live token named {name!r}")
+    context(request).authenticator.forget(record.key)
     log.info("token revoked name=%s by=%s", name, principal.name)
     return web.json_response(token_json(record))
 
@@ -119,6 +120,7 @@ async def rotate(request: web.Request) -> web.Response:
     body = await read_json(request, RotateBody) if request.can_read_body else RotateBody()
     ctx = context(request)
     issued = await rotate_token_named(ctx.store, name, tsig=body.tsig, box=ctx.secret_box)
+    ctx.authenticator.forget(issued.record.key)
     log.info("token rotated name=%s tsig=%s by=%s", name, "new" if issued.tsig else "kept",
              principal.name)  # fmt: skip
     return web.json_response(shown_once(issued), headers={"Cache-Control": "no-store"})
