@@ -120,11 +120,11 @@ class AuditLog:
         actor: str | None,
         source: object = None,
         result: str = OK,
+        at: float | None = None,
     ) -> None:
-        """Queue one event (never blocks, never raises)."""
-        self.add(
-            event(face, action, target, actor=actor, source=source, result=result, at=self._clock())
-        )
+        """Queue one event (never blocks, never raises); ``at`` defaults to now."""
+        when = self._clock() if at is None else at
+        self.add(event(face, action, target, actor=actor, source=source, result=result, at=when))
 
     def add(self, record: AuditEventRecord) -> None:
         if len(self._queue) >= self._queue_size:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from datetime import datetime
 from typing import Any
 
@@ -61,19 +62,22 @@ def note(request: web.Request, *, target: str | None = None, actor: str | None =
 async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.app[CONTEXT].audit is None:
         return await handler(request)
+    started = time.time()
     try:
         response = await handler(request)
     except BrokerError as exc:
-        _record(request, exc.status, exc.code)
+        _record(request, started, exc.status, exc.code)
         raise
     except web.HTTPException as exc:
-        _record(request, exc.status, f"http-{exc.status}")
+        _record(request, started, exc.status, f"http-{exc.status}")
         raise
-    _record(request, response.status, _code(response))
+    _record(request, started, response.status, _code(response))
     return response
 
 
-def _record(request: web.Request, status: int, code: str) -> None:
+def _record(request: web.Request, started: float, status: int, code: str) -> None:
+    """One event, at the time the request came (what it started, such as a certificate
+    order, may record its own events before it is answered)."""
     ctx = request.app[CONTEXT]
     assert ctx.audit is not None
     route = request.match_info.route.resource
@@ -96,6 +100,7 @@ def _record(request: web.Request, status: int, code: str) -> None:
         actor=actor,
         source=source_address(request)(),
         result=audit.OK if 200 <= status < 300 else code,
+        at=started,
     )
 
 

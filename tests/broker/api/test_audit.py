@@ -14,7 +14,10 @@ from typing import Any
 import dns.rcode
 import dns.tsig
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.acme.csr import make_csr
 from broker.audit import AuditLog, event
 from broker.metrics import Metrics
 from broker.store import AuditQuery
@@ -392,3 +395,30 @@ async def test_events_queued_at_shutdown_are_written(start_broker):
     finally:
         await store.close()
     assert [e.target for e in stored] == [FQDN]
+
+
+async def test_certificate_orders_are_recorded_from_submission_to_failure(
+    start_broker, tmp_path: Path
+):
+    # Nothing listens on the discard port: the order fails at once, as a CA being down.
+    settings = write_settings(tmp_path, '[acme]\ndirectory = "https://127.0.0.1:9/directory"\n')
+    running = await start_broker(settings)
+    token = await running.token("certs", ["www.example.test"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = make_csr(key, ["www.example.test"]).public_bytes(serialization.Encoding.PEM).decode()
+    status, order, _ = await running.call(
+        "POST", "/v1/certificates", token, json={"csr": csr, "wait": True, "timeout": 10}
+    )
+    assert status in (200, 201, 202), order
+    other = make_csr(key, ["other.example.test"]).public_bytes(serialization.Encoding.PEM).decode()
+    status, _, _ = await running.call("POST", "/v1/certificates", token, json={"csr": other})
+    assert status == 403
+    audit = running.broker.audit
+    assert audit is not None
+    await audit.drain()
+    stored = await running.broker.store.audit_events(AuditQuery(actor="certs"))
+    assert [(e.face, e.action, e.target, e.result) for e in reversed(stored)] == [
+        ("api", "certificate.order", order["id"], "ok"),
+        ("acme", "certificate.failed", order["id"], "acme-failed"),
+        ("api", "certificate.order", "-", "forbidden-name"),
+    ]
