@@ -103,6 +103,12 @@ class UpdateFace:
     def report(self, outcome: str) -> None:
         self._metrics.dns_updates.labels(outcome).inc()
 
+    def refused(self, source: str, key_name: str, why: str) -> None:
+        """An update refused before its signature was verified: no actor is known."""
+        if self._audit is not None:
+            self._audit.record(FACE, UPDATE, key_name, actor=None, source=source,
+                               result=why.lower())  # fmt: skip
+
     async def key(self, name: str) -> dns.tsig.Key | None:
         """The TSIG key of the live token that has one called ``name``."""
         record = await self._store.token_by_tsig(name)

@@ -47,6 +47,9 @@ class Signers(Protocol):
 
     def report(self, outcome: str) -> None: ...
 
+    def refused(self, source: str, key_name: str, why: str) -> None:
+        """An UPDATE refused before it was verified (for the audit log)."""
+
 
 class DnsServer:
     """An authoritative server for ``zones`` on every (host, port) of ``listen``."""
@@ -86,6 +89,7 @@ class DnsServer:
                 self._responder.answer,
                 fudge=signers.fudge,
                 report=signers.report,
+                refused=signers.refused,
             )
             self._signed = SignedDispatcher(handler, max_signed_in_flight)
         self._tcp_idle_timeout = tcp_idle_timeout

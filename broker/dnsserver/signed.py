@@ -38,6 +38,9 @@ ApplyUpdate = Callable[[dns.update.UpdateMessage, str, str], Awaitable[dns.rcode
 
 Answer = Callable[[dns.message.Message], dns.message.Message]
 Report = Callable[[str], None]
+Refusal = Callable[[str, str, str], None]
+"""An UPDATE refused before it was verified: (source address, key name or ``-``, why:
+``unsigned``, ``BADKEY``, ``BADSIG``, ``BADTIME``), for the audit log."""
 
 
 class SignedMessages:
@@ -49,8 +52,10 @@ class SignedMessages:
         *,
         fudge: float = 300.0,
         report: Report = lambda outcome: None,
+        refused: Refusal = lambda source, key, why: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._refused = refused
         self._keys = keys
         self._apply = apply
         self._answer = answer
@@ -73,34 +78,41 @@ class SignedMessages:
             if update:
                 logger.info("update from %s refused: not signed with a TSIG key", source)
                 self._report("unsigned")
+                self._refused(source, "-", "unsigned")
                 return _response(message, dns.rcode.REFUSED).to_wire()
             return self._answer(message).to_wire()
         assert message.keyname is not None
         name = message.keyname.to_text().lower()
         key = await self._keys(name)
+        refusal = (source, name) if update else None
         if key is None or key.algorithm != message.keyalgorithm:
             logger.info("message from %s refused: unknown TSIG key %s", source, name)
-            return self._tsig_error(message, dns.rcode.BADKEY, None)
+            return self._tsig_error(message, dns.rcode.BADKEY, None, refusal)
         try:
             signed = dns.message.from_wire(wire, keyring=key)
         except dns.tsig.BadTime:
-            return self._tsig_error(message, dns.rcode.BADTIME, key)
+            return self._tsig_error(message, dns.rcode.BADTIME, key, refusal)
         except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
             logger.info("message from %s refused: bad TSIG signature by %s", source, name)
-            return self._tsig_error(message, dns.rcode.BADSIG, None)
+            return self._tsig_error(message, dns.rcode.BADSIG, None, refusal)
         except Exception:
             self._report("malformed")
             return header_only(wire, dns.rcode.FORMERR)
         if abs(self._clock() - _time_signed(signed)) > self._fudge:
-            return self._tsig_error(message, dns.rcode.BADTIME, key)
+            return self._tsig_error(message, dns.rcode.BADTIME, key, refusal)
         if isinstance(signed, dns.update.UpdateMessage):
             rcode = await self._apply(signed, name, source)
             return _response(signed, rcode).to_wire()
         return self._answer(signed).to_wire()
 
     def _tsig_error(
-        self, message: dns.message.Message, error: dns.rcode.Rcode, key: dns.tsig.Key | None
+        self,
+        message: dns.message.Message,
+        error: dns.rcode.Rcode,
+        key: dns.tsig.Key | None,
+        refusal: tuple[str, str] | None = None,
     ) -> bytes:
+        """``refusal`` (source, key name): the message was an UPDATE, to be audited."""
         response = _response(message, dns.rcode.NOTAUTH)
         assert message.keyname is not None
         assert message.keyalgorithm is not None
@@ -122,6 +134,8 @@ class SignedMessages:
             )  # fmt: skip
             response.tsig = dns.rrset.from_rdata(message.keyname, 0, tsig)
         self._report(dns.rcode.to_text(error))
+        if refusal is not None:
+            self._refused(*refusal, dns.rcode.to_text(error))
         return response.to_wire()
 
 

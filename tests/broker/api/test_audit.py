@@ -21,6 +21,7 @@ from broker.acme.csr import make_csr
 from broker.audit import AuditLog, event
 from broker.metrics import Metrics
 from broker.store import AuditQuery
+from broker.tsig import TsigKey
 from tests.broker.test_dnsupdate import send, tsig_token, update
 from tests.support import Api, Running, write_settings
 
@@ -133,11 +134,20 @@ async def test_rfc2136_updates_are_recorded_with_the_peer_address(api: Api, runn
     message = update(key)
     message.add("_acme-challenge.other.example.test.", 60, "TXT", VALUE)
     assert (await send(running, message)).rcode() == dns.rcode.REFUSED
+    message = update(None)
+    message.add(FQDN, 60, "TXT", VALUE)
+    assert (await send(running, message)).rcode() == dns.rcode.REFUSED
+    message = update(TsigKey("ghost.", "hmac-sha256", b"k" * 32))
+    message.add(FQDN, 60, "TXT", VALUE)
+    with pytest.raises(dns.tsig.PeerBadKey):
+        await send(running, message)
     found = await events(api)
     assert summary(found) == [
         ("rfc2136", "present", "nsupdate", FQDN, "ok"),
         ("rfc2136", "cleanup", "nsupdate", FQDN, "ok"),
         ("rfc2136", "update", "nsupdate", "nsupdate.", "refused"),
+        ("rfc2136", "update", "-", "-", "unsigned"),
+        ("rfc2136", "update", "-", "ghost.", "badkey"),
     ]
     assert {e["source"] for e in found if e["face"] == "rfc2136"} == {"127.0.0.1"}
 
