@@ -58,6 +58,8 @@ def clean(text: str | None) -> str:
     """A field as stored: printable, bounded, ``-`` when empty."""
     if not text:
         return UNKNOWN
+    if text.isprintable():
+        return text[:MAX_FIELD]
     printable = "".join(ch if ch.isprintable() else "?" for ch in text[:MAX_FIELD])
     return printable or UNKNOWN
 

@@ -253,6 +253,7 @@ class AcmeSettings(_Section):
 class AuditSettings(_Section):
     """The audit log of token, registration, challenge and certificate events."""
 
+    enabled: bool = Field(True, description="false records nothing (for measurements)")
     retention: Duration = Field(90 * 86400.0, description="events older than this are purged")
     queue_size: int = Field(
         10_000, ge=100, le=1_000_000, description="events waiting to be written; beyond: dropped"

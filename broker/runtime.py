@@ -124,13 +124,14 @@ class Broker:
 
     async def _start(self) -> None:
         await self.store.open()
-        self.audit = AuditLog(
-            self.store,
-            self.metrics,
-            retention=self.settings.audit.retention,
-            queue_size=self.settings.audit.queue_size,
-        )
-        self.audit.start()
+        if self.settings.audit.enabled:
+            self.audit = AuditLog(
+                self.store,
+                self.metrics,
+                retention=self.settings.audit.retention,
+                queue_size=self.settings.audit.queue_size,
+            )
+            self.audit.start()
         for name, provider_settings in self.settings.provider_settings().items():
             provider = self._make_provider(name, provider_settings)
             try:
@@ -215,7 +216,11 @@ class Broker:
             self.settings.challenges.reconcile_interval,
             self.store.leadership(),
             self.metrics,
-            duties=[self.certificates.resume, self.certificates.renew_due, self.audit.purge],
+            duties=[
+                self.certificates.resume,
+                self.certificates.renew_due,
+                *([] if self.audit is None else [self.audit.purge]),
+            ],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 

