@@ -31,7 +31,7 @@ from broker.errors import (
 )
 from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
-from broker.tsig import TsigKey, new_key
+from broker.tsig import DEFAULT_ALGORITHM, TsigKey, new_key
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +161,16 @@ def rotate_token(
 ) -> IssuedToken:
     """A new secret for a stored token; everything else stays (name, lookup key, scopes,
     networks, admin flag, expiry). Its TSIG key is kept unless ``tsig``: then it gets a
-    new secret under the same name and algorithm. The caller stores the record."""
+    new secret under the same name and algorithm (a token without a key gets one, of the
+    default algorithm). The caller stores the record."""
     secret = f"{TOKEN_PREFIX}{record.key}_{secrets.token_urlsafe(32)}"
     rotated = replace(record, digest=digest_token(secret))
     if not tsig:
         return IssuedToken(secret=secret, record=rotated)
-    if record.tsig_algorithm is None:
-        raise InvalidRequestError(
-            f"token {record.name!r} has no TSIG key to rotate: leave out tsig (or make a "
-            "new token with one)"
-        )
-    key = new_key(record.name, record.tsig_algorithm)
+    key = new_key(record.name, record.tsig_algorithm or DEFAULT_ALGORITHM)
     kept = (box or SecretBox(None)).seal(key.secret, bound_to=record.key)
-    return IssuedToken(secret=secret, record=replace(rotated, tsig_secret=kept), tsig=key)
+    rotated = replace(rotated, tsig_name=key.name, tsig_algorithm=key.algorithm, tsig_secret=kept)
+    return IssuedToken(secret=secret, record=rotated, tsig=key)
 
 
 TOKEN_CACHE_SIZE = 4096

@@ -219,7 +219,7 @@ def _limit(text: str | None, problems: list[FieldProblem]) -> int:
 
 
 def _cursor(text: str | None, problems: list[FieldProblem]) -> tuple[float, int] | None:
-    if text is None:
+    if not text:
         return None
     match = _CURSOR.fullmatch(text)
     if match is None or not math.isfinite(float(match.group(1))):

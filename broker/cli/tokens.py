@@ -64,7 +64,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     rotate.add_argument("name")
     rotate.add_argument(
-        "--tsig", action="store_true", help="give its TSIG key a new secret too (default: kept)"
+        "--tsig",
+        action="store_true",
+        help="give its TSIG key a new secret too (default: kept; a token without one gets one)",
     )
     rotate.add_argument("--json", action="store_true", help="print JSON")
     rotate.set_defaults(run=_token_rotate)

@@ -187,7 +187,8 @@ class Store(ABC):
     @abstractmethod
     async def rotate_token(self, name: str, rotated: TokenRecord) -> TokenRecord | None:
         """Give the live token called ``name`` (with ``rotated.key``) the digest and TSIG
-        secret of ``rotated``, keeping everything else; None when there is no such token."""
+        key of ``rotated``, keeping everything else; None when there is no such token;
+        ConflictError when another live token has a TSIG key of that name."""
 
     @abstractmethod
     async def add_audit_events(self, events: list[AuditEventRecord]) -> None:

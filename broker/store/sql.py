@@ -127,11 +127,17 @@ class SqlStore(Store):
         return None if row is None else token_from_row(row)
 
     async def rotate_token(self, name: str, rotated: TokenRecord) -> TokenRecord | None:
-        row = await self._modify_one(
-            "UPDATE tokens SET digest = ?, tsig_secret = ? "
-            f"WHERE name = ? AND key = ? AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}",
-            (rotated.digest, rotated.tsig_secret, name, rotated.key),
-        )
+        try:
+            row = await self._modify_one(
+                "UPDATE tokens SET digest = ?, tsig_name = ?, tsig_algorithm = ?, tsig_secret = ? "
+                f"WHERE name = ? AND key = ? AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}",
+                (rotated.digest, rotated.tsig_name, rotated.tsig_algorithm, rotated.tsig_secret,
+                 name, rotated.key),
+            )  # fmt: skip
+        except DuplicateRowError:
+            raise ConflictError(
+                f"another live token has a TSIG key named {rotated.tsig_name!r}: revoke it first"
+            ) from None
         return None if row is None else token_from_row(row)
 
     async def add_audit_events(self, events: list[AuditEventRecord]) -> None:
