@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 
+from broker.auth import TOKEN_PREFIX
 from broker.errors import BrokerError
 from broker.metrics import Metrics
 from broker.store import AuditEventRecord, Store
@@ -52,12 +54,17 @@ CERTIFICATE_RENEWAL_FAILED = "certificate.renewal-failed"
 ACCESS = "access"
 """A refused request (401/403) to a route that is not otherwise audited."""
 OK = "ok"
+_TOKEN_SECRET = re.compile(TOKEN_PREFIX + r"([0-9a-f]{16})_[A-Za-z0-9_-]+")
+"""A token's secret part; its key (before it) only finds the record and stays."""
 
 
 def clean(text: str | None) -> str:
-    """A field as stored: printable, bounded, ``-`` when empty."""
+    """A field as stored: printable, bounded, ``-`` when empty, and without anything
+    shaped like a token (a client may paste one where a name goes)."""
     if not text:
         return UNKNOWN
+    if TOKEN_PREFIX in text:
+        text = _TOKEN_SECRET.sub(TOKEN_PREFIX + r"\1_[redacted]", text)
     if text.isprintable():
         return text[:MAX_FIELD]
     printable = "".join(ch if ch.isprintable() else "?" for ch in text[:MAX_FIELD])

@@ -353,10 +353,15 @@ async def test_no_secret_or_txt_value_is_ever_stored(api: Api, running: Running)
     await running.call(
         "POST", "/present", json={"fqdn": FQDN, "value": VALUE}, headers={"Authorization": basic}
     )
+    pasted = f"/v1/tokens/{rotated['token']}"  # a secret where a name goes: 404, recorded
+    status, _ = await api.call("DELETE", pasted, admin, template="/v1/tokens/{name}")
+    assert status == 404
     assert running.broker.audit is not None
     await running.broker.audit.drain()
     stored = await running.broker.store.audit_events(AuditQuery(limit=1000))
-    assert len(stored) >= 6
+    assert len(stored) >= 7
+    key = rotated["token"].split("_")[1]
+    assert stored[0].target == f"d01_{key}_[redacted]"
     secrets = [
         admin, created["token"], rotated["token"], created["tsig"]["secret"],
         rotated["tsig"]["secret"], account["password"], VALUE, OTHER,
