@@ -80,6 +80,9 @@ class HttpSettings(_Section):
         default_factory=list
     )
     access_log: bool = False
+    shutdown_timeout: Duration = Field(
+        10.0, le=600, description="on stop, how long requests in flight may take to finish"
+    )
 
     @field_validator("listen")
     @classmethod

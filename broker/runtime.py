@@ -258,7 +258,9 @@ class Broker:
         )
         self.http_app = app
         self._runner = web.AppRunner(
-            app, access_log=logging.getLogger("aiohttp.access") if http.access_log else None
+            app,
+            access_log=logging.getLogger("aiohttp.access") if http.access_log else None,
+            shutdown_timeout=http.shutdown_timeout,
         )
         await self._runner.setup()
         host, port = http.address
@@ -272,6 +274,13 @@ class Broker:
                 await self._reconciler_task
             self._reconciler_task = None
         if self._runner is not None:
+            # Stop accepting, close idle connections, give requests in flight up to
+            # http.shutdown_timeout, then cancel them (their intents stay marked for the
+            # next leader); only then close what they use.
+            log.info(
+                "stopping: no new connections; requests in flight have %g s to finish",
+                self.settings.http.shutdown_timeout,
+            )
             await self._runner.cleanup()
             self._runner = None
         if self._sync_task is not None:
