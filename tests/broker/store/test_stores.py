@@ -14,7 +14,7 @@ import pytest
 
 from broker.auth import issue_token
 from broker.errors import ConflictError
-from broker.store import ChallengeRecord, ChallengeState, OrderState, Store
+from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, OrderState, Store
 from broker.store.base import CertificateOrderRecord
 from broker.store.changes import Resync, StoreChange, TokenChanged, TxtChanged
 from broker.store.postgres import PostgresStore
@@ -63,6 +63,25 @@ async def test_the_value_cap_counts_live_values_only(store: Store):
     await store.end_challenge("id-v0", ChallengeState.REMOVED, time.time())
     assert await store.put_challenge(challenge("v3"), 3) is not None
     assert sorted(r.value for r in await store.live_at(FQDN)) == ["v1", "v2", "v3"]
+
+
+async def test_intents_are_stored_kept_by_upserts_listed_and_cleared(store: Store):
+    marked = replace(challenge("v1"), intent=ChallengeIntent.ADD)
+    assert await store.put_challenge(marked, 16) == (marked, True)
+    await store.put_challenge(challenge("v2"), 16)
+    assert await store.unfinished_challenges() == [marked]
+    again = replace(challenge("v1"), id="again")  # a repeat present keeps the mark
+    assert await store.put_challenge(again, 16) == (marked, False)
+    removing = await store.intend("id-v2", ChallengeIntent.REMOVE)
+    assert removing is not None
+    assert removing.intent is ChallengeIntent.REMOVE
+    assert await store.intend("id-v1", None) is not None
+    assert [r.id for r in await store.unfinished_challenges()] == ["id-v2"]
+    ended = await store.end_challenge("id-v2", ChallengeState.REMOVED, time.time())
+    assert ended is not None
+    assert ended.intent is None
+    assert await store.intend("id-v2", ChallengeIntent.REMOVE) is None  # no longer live
+    assert await store.unfinished_challenges() == []
 
 
 async def test_reports_are_kept_replaced_and_purged_with_their_record(store: Store):
