@@ -70,7 +70,7 @@ async def test_intents_are_stored_kept_by_upserts_listed_and_cleared(store: Stor
     assert await store.put_challenge(marked, 16) == (marked, True)
     await store.put_challenge(challenge("v2"), 16)
     assert await store.unfinished_challenges() == [marked]
-    again = replace(challenge("v1"), id="again")  # a repeat present keeps the mark
+    again = replace(marked, id="again", intent=None)  # a repeat present keeps the mark
     assert await store.put_challenge(again, 16) == (marked, False)
     removing = await store.intend("id-v2", ChallengeIntent.REMOVE)
     assert removing is not None
