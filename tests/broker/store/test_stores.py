@@ -274,3 +274,22 @@ async def _until_changed(store: Store, before: int | None) -> None:
     while await store.token_generation() == before:
         assert time.monotonic() < deadline, "the token generation never moved"
         await asyncio.sleep(0.01)
+
+
+async def test_rrset_locks_never_take_the_whole_postgresql_pool(postgres_url: str):
+    """Each held RRset lock keeps a pool connection; the statements run under it need
+    another. With more names locked at once than connections, only some may hold locks
+    at a time, or every holder waits for a connection that no holder gives back."""
+    store = PostgresStore(postgres_url, None, pool_size=2, timeout=2)
+    await store.open()
+    try:
+
+        async def write_under_lock(index: int) -> None:
+            async with store.rrset_lock("aws", f"n{index}.example.test."):
+                await store.put_challenge(replace(challenge(f"v{index}"), id=f"i{index}"), 16)
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(*(write_under_lock(i) for i in range(8))), 20)
+        assert len(await store.live_at(FQDN)) == 8
+    finally:
+        await store.close()
