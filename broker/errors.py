@@ -160,3 +160,32 @@ class StoreUnavailableError(BrokerError):
     code = "store-unavailable"
     title = "The record store is unavailable"
     retryable = True
+
+
+class RetryLaterError(BrokerError):
+    """A refusal that says when to come back: the response carries ``Retry-After``."""
+
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(BrokerError):
+    status = 408
+    code = "request-timeout"
+    title = "The request body did not arrive in time"
+    retryable = True
+
+
+class RateLimitedError(RetryLaterError):
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests from this address or token"
+
+
+class OverloadedError(RetryLaterError):
+    status = 503
+    code = "overloaded"
+    title = "The broker is handling as many requests as it may"

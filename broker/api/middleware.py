@@ -18,6 +18,7 @@ from broker.errors import (
     MethodNotAllowedError,
     NotFoundError,
     ProviderFailureError,
+    RetryLaterError,
     UnauthorizedError,
 )
 from broker.metrics import Metrics
@@ -46,6 +47,8 @@ def problem_response(error: BrokerError, headers: dict[str, str] | None = None) 
     headers = dict(headers or {})
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="dns01-broker"'
+    if isinstance(error, RetryLaterError):
+        headers["Retry-After"] = str(error.retry_after)
     return web.Response(
         status=error.status,
         body=json.dumps(body, separators=(",", ":")).encode(),
