@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 
 from broker.api.limits import TokenBuckets, retry_after
-from tests.support import Api, OpenApi, Running, write_settings
 from tests.conftest import StartBroker
+from tests.support import Api, OpenApi, Running, write_settings
 
 GOOD = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
 
