@@ -41,7 +41,10 @@ class HeadDeadlineHandler(RequestHandler):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._head_deadline is None and self._idle():
+        if self._idle() and (
+            self._head_deadline is None or self._heads_seen != self._request_count
+        ):
+            self._disarm()
             self._arm()
         super().data_received(data)
 
