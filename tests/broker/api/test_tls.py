@@ -3,6 +3,7 @@ files change, the last good pair kept when a new one does not load."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import ipaddress
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from broker.cli.targets import broker_target
 from broker.config import ConfigError, load_settings
 from tests.conftest import StartBroker
 from tests.process import EXE, Served, start
@@ -175,3 +177,10 @@ async def test_serve_over_tls_answers_a_verifying_client(
     assert broker.http.startswith("https://")
     assert await healthz_trusting(broker.http, cert) == 200
     assert await broker.stop() == 0
+
+
+def test_the_cli_calls_a_local_tls_broker_on_https(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path), tls_env(tmp_path))
+    (tmp_path / "admin.token").write_text("d01_token\n", encoding="utf-8")
+    target = broker_target(argparse.Namespace(token=None, server=None), settings)
+    assert target.url.startswith("https://127.0.0.1:")
