@@ -90,6 +90,9 @@ def config_text(http: int, dns_port: int, state: Path, moto: MotoServer | None, 
     text = f"""
 [http]
 listen = "127.0.0.1:{http}"
+[http.rate_limit]
+token_rate = 0
+address_rate = 0
 [dns]
 listen = ["127.0.0.1:{dns_port}"]
 [store]
