@@ -73,6 +73,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RateLimitSettings(_Section):
+    """Token buckets per source address and per token; a rate of 0 turns that one off.
+
+    Generous by default: they stop a runaway client or a password guesser, not an ACME
+    client issuing many certificates."""
+
+    address_rate: float = Field(100.0, ge=0, description="requests a second per address")
+    address_burst: int = Field(500, ge=1, le=1_000_000)
+    token_rate: float = Field(50.0, ge=0, description="requests a second per token")
+    token_burst: int = Field(250, ge=1, le=1_000_000)
+    max_tracked: int = Field(10000, ge=100, le=1_000_000, description="buckets kept per kind")
+
+
 class HttpSettings(_Section):
     listen: str = "127.0.0.1:8080"
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
@@ -80,6 +93,16 @@ class HttpSettings(_Section):
         default_factory=list
     )
     access_log: bool = False
+    shutdown_timeout: Duration = Field(
+        10.0, le=600, description="on stop, how long requests in flight may take to finish"
+    )
+    max_in_flight: int = Field(512, ge=1, le=100_000)
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 30.0
+    keepalive_timeout: Duration = 75.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @field_validator("listen")
     @classmethod
@@ -401,6 +424,13 @@ def _check_consistency(
         if c.default_lease > c.max_lease:
             problems.append(
                 ("challenges.default_lease", "must not be longer than challenges.max_lease")
+            )
+        if (settings.http.tls_cert_file is None) != (settings.http.tls_key_file is None):
+            problems.append(
+                (
+                    "http.tls_cert_file",
+                    "give both http.tls_cert_file and http.tls_key_file, or neither",
+                )
             )
         if settings.dns.enabled and not settings.dns.listen:
             problems.append(("dns.listen", "give at least one HOST:PORT, or set dns.enabled=false"))

@@ -39,6 +39,8 @@ class BrokerError(Exception):
         self.is_retryable = type(self).retryable if retryable is None else retryable
         self.extra = dict(extra or {})
         """More members of the problem document (RFC 9457 extensions)."""
+        self.retry_after: float | None = None
+        """Seconds after which a retry may succeed, sent as ``Retry-After`` when set."""
 
 
 class InvalidRequestError(BrokerError):
@@ -141,8 +143,7 @@ class ProviderFailureError(BrokerError):
     ) -> None:
         super().__init__(detail, retryable=retryable)
         self.provider = provider
-        self.retry_after = retry_after
-        """Seconds until the provider's circuit breaker lets a call through, when open."""
+        self.retry_after = retry_after  # while the provider's circuit breaker is open
 
 
 class DnsLookupError(BrokerError):
@@ -164,3 +165,32 @@ class StoreUnavailableError(BrokerError):
     code = "store-unavailable"
     title = "The record store is unavailable"
     retryable = True
+
+
+class RetryLaterError(BrokerError):
+    """A refusal that says when to come back: the response carries ``Retry-After``."""
+
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(BrokerError):
+    status = 408
+    code = "request-timeout"
+    title = "The request body did not arrive in time"
+    retryable = True
+
+
+class RateLimitedError(RetryLaterError):
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests from this address or token"
+
+
+class OverloadedError(RetryLaterError):
+    status = 503
+    code = "overloaded"
+    title = "The broker is handling as many requests as it may"

@@ -46,6 +46,7 @@ class Reconciler:
         await self.service.purge_history()
         for duty in self._duties:
             await duty()
+        self._metrics.live_records.set(await self.service.store.count_live())
         return expired
 
     async def run(self) -> None:

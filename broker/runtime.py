@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +28,13 @@ from aiohttp import web
 from broker import audit
 from broker.acmedns import AcmeDnsAccounts
 from broker.api import ApiContext, RegistrationPolicy, build_app
+from broker.api.limits import RequestLimits
+from broker.api.server import GuardedAppRunner
+from broker.api.tls import ReloadingTls, TlsConfigError
 from broker.audit import AuditLog
 from broker.auth import Authenticator, issue_token
 from broker.certificates import CertificateService
-from broker.config import Settings, acmedns_zone
+from broker.config import ConfigError, Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
 from broker.dnsupdate import UpdateFace
@@ -252,6 +256,7 @@ class Broker:
     async def _start_http(self) -> None:
         assert self.service is not None
         http = self.settings.http
+        ssl_context = self._tls_context()
         app = build_app(
             ApiContext(
                 service=self.service,
@@ -273,16 +278,30 @@ class Broker:
                 else None,
                 secret_box=secret_box(self.settings),
                 audit=self.audit,
-            )
+            ),
+            RequestLimits(http, http.trusted_proxies),
         )
         self.http_app = app
-        self._runner = web.AppRunner(
-            app, access_log=logging.getLogger("aiohttp.access") if http.access_log else None
+        self._runner = GuardedAppRunner(
+            app,
+            header_timeout=http.header_timeout,
+            keepalive_timeout=http.keepalive_timeout,
+            access_log=logging.getLogger("aiohttp.access") if http.access_log else None,
+            shutdown_timeout=http.shutdown_timeout,
         )
         await self._runner.setup()
         host, port = http.address
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         log.info("HTTP API listening on %s", self.http_url)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        http = self.settings.http
+        if http.tls_cert_file is None or http.tls_key_file is None:
+            return None
+        try:
+            return ReloadingTls(http.tls_cert_file, http.tls_key_file).context
+        except TlsConfigError as exc:
+            raise ConfigError([("http.tls_cert_file", str(exc))]) from None
 
     async def stop(self) -> None:
         if self._reconciler_task is not None:
@@ -291,6 +310,13 @@ class Broker:
                 await self._reconciler_task
             self._reconciler_task = None
         if self._runner is not None:
+            # Stop accepting, close idle connections, give requests in flight up to
+            # http.shutdown_timeout, then cancel them (their intents stay marked for the
+            # next leader); only then close what they use.
+            log.info(
+                "stopping: no new connections; requests in flight have %g s to finish",
+                self.settings.http.shutdown_timeout,
+            )
             await self._runner.cleanup()
             self._runner = None
         if self._sync_task is not None:
@@ -319,7 +345,8 @@ class Broker:
     def http_url(self) -> str:
         assert self._runner is not None
         host, port = self._runner.addresses[0][:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.settings.http.tls_cert_file is not None else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     async def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}

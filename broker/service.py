@@ -10,7 +10,7 @@ value), a removal marks the record "remove" before the provider call and ends it
 Whatever a crash or a provider failure leaves marked, the leader finishes (re-adds, or
 removes and ends), so the provider's values and the store's live records meet again:
 no orphaned TXT value, no lost live one. The embedded zone is rebuilt from the store at
-start, so its presents need no mark.
+start and its changes in memory cannot fail, so they need no mark.
 """
 
 from __future__ import annotations
@@ -359,8 +359,12 @@ class ChallengeService:
         self, route: Route, record: ChallengeRecord, state: ChallengeState, actor: str
     ) -> ChallengeRecord | None:
         """Remove a live value: marked first, then gone from the provider, then ended.
-        A failure on the way leaves the mark, for a retried request or the leader."""
-        marked = record.intent is ChallengeIntent.REMOVE
+        A failure on the way leaves the mark, for a retried request or the leader. (A
+        removal that cannot fail, from a zone the store rebuilds, needs no mark.)"""
+        capabilities = route.provider.capabilities
+        marked = record.intent is ChallengeIntent.REMOVE or not (
+            capabilities.keeps_records or capabilities.can_fail
+        )
         if not marked and await self.store.intend(record.id, ChallengeIntent.REMOVE) is None:
             return None
         try:

@@ -55,6 +55,9 @@ class Capabilities:
     """The backend keeps its records itself (a cloud API, a DNS server), so a crash of
     the broker between its store and the backend can leave them apart: its changes are
     recorded as intents first. False for the embedded zone, rebuilt from the store."""
+    can_fail: bool = True
+    """A call may fail (a remote API, injected faults). False for the embedded zone in
+    memory: its removals need no mark, as nothing can stop them half-way."""
 
 
 class DnsProvider(ABC):

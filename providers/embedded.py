@@ -330,7 +330,7 @@ class ZoneSet:
 
 
 class EmbeddedProvider(DnsProvider):
-    capabilities: ClassVar[Capabilities] = Capabilities(keeps_records=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(keeps_records=False, can_fail=False)
 
     def __init__(self, name: str, settings: EmbeddedSettings, zone_set: ZoneSet | None = None):
         super().__init__(name)

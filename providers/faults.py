@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -69,7 +70,7 @@ class FaultyProvider(DnsProvider):
     def __init__(self, inner: DnsProvider, settings: FaultSettings) -> None:
         super().__init__(inner.name)
         self.inner = inner
-        self.capabilities = inner.capabilities  # type: ignore[misc]
+        self.capabilities = replace(inner.capabilities, can_fail=True)  # type: ignore[misc]
         self.settings = settings
         self._random = random.Random(settings.seed)  # noqa: S311 - not for secrets
         self.injected: dict[str, int] = {}

@@ -47,7 +47,7 @@ class Served:
             self.log.append(line)
             if match := re.search(r"DNS listening on ([^\s\"]+) port (\d+)", line):
                 self.dns = (match.group(1), int(match.group(2)))
-            if match := re.search(r"HTTP API listening on (http://[^\s\"]+)", line):
+            if match := re.search(r"HTTP API listening on (https?://[^\s\"]+)", line):
                 self.http = match.group(1)
 
     async def stop(self) -> int:

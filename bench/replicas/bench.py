@@ -67,6 +67,8 @@ async def replicas(
         config = work / f"{name}-{index}.toml"
         config.write_text(
             f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
+            # wrk sends thousands of requests a second with one token: no rate limits
+            "[http.rate_limit]\naddress_rate = 0\ntoken_rate = 0\n"
             f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\n{base}'
         )
         configs.append((config, http_port, dns_port))

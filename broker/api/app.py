@@ -7,7 +7,9 @@ from aiohttp import web
 from broker.api import audit, certificates, health, native, registrations, tokens
 from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
+from broker.api.limits import LIMITS_KEY, RequestLimits, limit
 from broker.api.middleware import MAX_BODY_KEY, METRICS_KEY, OPERATIONS_KEY, Handler, observe
+from broker.config import HttpSettings
 
 Route = tuple[str, str, Handler]
 
@@ -63,9 +65,13 @@ def operations(ctx: ApiContext) -> dict[str, str]:
     return table
 
 
-def build_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[observe, audit.audited])
+def build_app(ctx: ApiContext, limits: RequestLimits | None = None) -> web.Application:
+    """``limits`` default to those of the default HttpSettings."""
+    app = web.Application(
+        client_max_size=ctx.max_body_bytes, middlewares=[observe, limit, audit.audited]
+    )
     app[CONTEXT] = ctx
+    app[LIMITS_KEY] = limits or RequestLimits(HttpSettings(), ctx.trusted_proxies)
     app[METRICS_KEY] = ctx.metrics
     app[MAX_BODY_KEY] = ctx.max_body_bytes
     app[OPERATIONS_KEY] = operations(ctx)

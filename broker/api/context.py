@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from broker.acmedns import AcmeDnsAccounts
+from broker.api.limits import charge_token
 from broker.audit import AuditLog
 from broker.auth import Authenticator, IPAddress, IPNetwork, Principal, client_address
 from broker.certificates import CertificateService
@@ -75,8 +76,9 @@ def source_address(request: web.Request) -> Callable[[], IPAddress | None]:
 
 async def authenticate(request: web.Request, secret: str | None = None) -> Principal:
     """The principal of the bearer token (or of ``secret``, for faces that carry it
-    elsewhere, such as Basic auth)."""
+    elsewhere, such as Basic auth); each call counts against the token's rate limit."""
     token = bearer_token(request) if secret is None else secret
     principal = await context(request).authenticator.authenticate(token, source_address(request))
     request[PRINCIPAL] = principal
+    charge_token(request, f"token:{principal.name}")
     return principal

@@ -41,14 +41,14 @@ def problem_response(error: BrokerError, headers: dict[str, str] | None = None) 
     }
     if error.problems:
         body["errors"] = [{"pointer": p.pointer, "detail": p.detail} for p in error.problems]
-    headers = dict(headers or {})
     if isinstance(error, ProviderFailureError):
         body["provider"] = error.provider
-        if error.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     body.update(error.extra)
+    headers = dict(headers or {})
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="dns01-broker"'
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return web.Response(
         status=error.status,
         body=json.dumps(body, separators=(",", ":")).encode(),

@@ -44,8 +44,9 @@ def broker_target(args: argparse.Namespace, settings: Settings) -> lineage.Broke
             ) from None
     host, port = settings.http.address
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    scheme = "https" if settings.http.tls_cert_file is not None else "http"
     return lineage.Broker(
-        f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}", token
+        f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}", token
     )
 
 

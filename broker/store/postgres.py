@@ -72,6 +72,9 @@ class PostgresStore(SqlStore):
         self._backends: set[int] = set()
         self._feed = PostgresChangeFeed(self._connect, self._backends.__contains__)
         self._leadership = AdvisoryLeadership(self._connect)
+        self._lock_slots = asyncio.Semaphore(max(1, pool_size // 2))
+        """RRset locks held at once: each keeps a pool connection while the statements
+        under it need others, so locks may never take the whole pool."""
 
     async def _remember_backend(self, connection: asyncpg.Connection) -> None:
         """Note the server process of each pool connection: changes notified by them are
@@ -190,7 +193,11 @@ class PostgresStore(SqlStore):
     @contextlib.asynccontextmanager
     async def rrset_lock(self, provider: str, fqdn: str) -> AsyncIterator[None]:
         try:
-            async with self._ready_pool().acquire() as connection, connection.transaction():
+            async with (
+                self._lock_slots,
+                self._ready_pool().acquire() as connection,
+                connection.transaction(),
+            ):
                 await connection.execute(
                     "SELECT pg_advisory_xact_lock($1, hashtext($2))",
                     LOCK_CLASS_RRSET,

@@ -137,3 +137,19 @@ breaker_threshold = 1000
     ]  # fmt: skip
     assert retried
     assert float(retried[0].split()[-1]) >= 1
+
+
+async def test_a_reconcile_pass_finishes_marks_and_recounts_live_records(running):
+    body = {"domain": "www.example.test", "value": "stays"}
+    await running.call("POST", "/v1/present", running.admin_token, json=body)
+    body = {"domain": "www.example.test", "value": "marked"}
+    _, marked, _ = await running.call("POST", "/v1/present", running.admin_token, json=body)
+    await running.broker.store.intend(marked["id"], ChallengeIntent.REMOVE)
+    running.broker.metrics.live_records.set(99)  # drifted
+    assert running.broker.reconciler is not None
+    await running.broker.reconciler.run_once()
+    _, values = await running.txt("_acme-challenge.www.example.test")
+    assert values == ["stays"]
+    _, metrics, _ = await running.call("GET", "/metrics")
+    assert "dns01_broker_live_records 1.0" in metrics
+    assert 'dns01_broker_unfinished_changes_total{intent="remove"} 1.0' in metrics

@@ -130,8 +130,9 @@ def test_secret_values_never_reach_the_rendered_output(helm: Helm):
 
 def test_probes_ask_healthz_and_readyz_on_the_http_port(helm: Helm):
     container = helm.template().container
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    probe = {"port": "http", "scheme": "HTTP"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", **probe}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", **probe}
     ports = {(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]}
     assert ports == {("http", 8080, "TCP"), ("dns-udp", 8053, "UDP"), ("dns-tcp", 8053, "TCP")}
 

@@ -15,7 +15,15 @@ from broker.acmedns import AcmeDnsAccounts, AcmeDnsError, forbidden
 from broker.api.audit import note
 from broker.api.compat.bodies import NotJsonObjectError, compact_json, parse_object
 from broker.api.context import authenticate, bearer_token, context, source_address
-from broker.errors import BrokerError, ProviderFailureError, StoreUnavailableError
+from broker.api.limits import charge_token
+from broker.api.middleware import problem_response
+from broker.errors import (
+    BrokerError,
+    ProviderFailureError,
+    RateLimitedError,
+    RetryLaterError,
+    StoreUnavailableError,
+)
 
 
 def error_response(status: int, error: str) -> web.Response:
@@ -62,6 +70,7 @@ async def update(request: web.Request) -> web.Response:
             source_address(request),
         )
         note(request, actor=f"acmedns:{record.username}", target=accounts.fulldomain(record))
+        charge_token(request, f"acmedns:{record.username}")
         subdomain, txt = _update_fields(await request.read())
         await accounts.update(record, subdomain, txt)
     except AcmeDnsError as exc:
@@ -90,6 +99,8 @@ async def _check_may_register(request: web.Request) -> None:
     elif bearer_token(request):
         try:
             principal = await authenticate(request)
+        except RateLimitedError:
+            raise
         except BrokerError:
             raise forbidden() from None
         if principal.admin:
@@ -141,6 +152,8 @@ def _is_uuid(value: object) -> bool:
 
 
 def _broker_error(exc: BrokerError) -> web.Response:
+    if isinstance(exc, RetryLaterError):
+        return problem_response(exc)
     if isinstance(exc, ProviderFailureError):
         return error_response(502, "provider_error")
     if isinstance(exc, StoreUnavailableError):

@@ -47,6 +47,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where the pod keeps writable state, and where the config file is mounted. */}}
 {{- define "dns01-broker.stateDir" -}}/var/lib/dns01-broker{{- end }}
 {{- define "dns01-broker.configDir" -}}/etc/dns01-broker{{- end }}
+{{- define "dns01-broker.tlsDir" -}}/var/run/secrets/dns01-broker/tls{{- end }}
+{{- define "dns01-broker.httpScheme" -}}{{ if .Values.tls.secretName }}HTTPS{{ else }}HTTP{{ end }}{{- end }}
 
 {{/* "true" when the store URL comes from store.existingSecret rather than store.url. */}}
 {{- define "dns01-broker.storeUrlFromSecret" -}}
@@ -99,6 +101,11 @@ is not in a Secret).
 }}
 {{- if not (include "dns01-broker.storeUrlFromSecret" .) }}
 {{- $_ := set $owned "store" (dict "url" .Values.store.url) }}
+{{- end }}
+{{- if .Values.tls.secretName }}
+{{- $tls := include "dns01-broker.tlsDir" . }}
+{{- $_ := set $owned.http "tls_cert_file" (printf "%s/tls.crt" $tls) }}
+{{- $_ := set $owned.http "tls_key_file" (printf "%s/tls.key" $tls) }}
 {{- end }}
 {{- $settings := mergeOverwrite (dict "log" (dict "format" "json")) (deepCopy (default dict .Values.config)) $owned }}
 {{- include "dns01-broker.toml.table" (dict "table" $settings "path" list) }}

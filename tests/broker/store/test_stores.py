@@ -14,7 +14,7 @@ import pytest
 
 from broker.auth import issue_token
 from broker.errors import ConflictError
-from broker.store import ChallengeRecord, ChallengeState, OrderState, Store
+from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, OrderState, Store
 from broker.store.base import CertificateOrderRecord
 from broker.store.changes import Resync, StoreChange, TokenChanged, TxtChanged
 from broker.store.postgres import PostgresStore
@@ -63,6 +63,25 @@ async def test_the_value_cap_counts_live_values_only(store: Store):
     await store.end_challenge("id-v0", ChallengeState.REMOVED, time.time())
     assert await store.put_challenge(challenge("v3"), 3) is not None
     assert sorted(r.value for r in await store.live_at(FQDN)) == ["v1", "v2", "v3"]
+
+
+async def test_intents_are_stored_kept_by_upserts_listed_and_cleared(store: Store):
+    marked = replace(challenge("v1"), intent=ChallengeIntent.ADD)
+    assert await store.put_challenge(marked, 16) == (marked, True)
+    await store.put_challenge(challenge("v2"), 16)
+    assert await store.unfinished_challenges() == [marked]
+    again = replace(marked, id="again", intent=None)  # a repeat present keeps the mark
+    assert await store.put_challenge(again, 16) == (marked, False)
+    removing = await store.intend("id-v2", ChallengeIntent.REMOVE)
+    assert removing is not None
+    assert removing.intent is ChallengeIntent.REMOVE
+    assert await store.intend("id-v1", None) is not None
+    assert [r.id for r in await store.unfinished_challenges()] == ["id-v2"]
+    ended = await store.end_challenge("id-v2", ChallengeState.REMOVED, time.time())
+    assert ended is not None
+    assert ended.intent is None
+    assert await store.intend("id-v2", ChallengeIntent.REMOVE) is None  # no longer live
+    assert await store.unfinished_challenges() == []
 
 
 async def test_reports_are_kept_replaced_and_purged_with_their_record(store: Store):
@@ -255,3 +274,22 @@ async def _until_changed(store: Store, before: int | None) -> None:
     while await store.token_generation() == before:
         assert time.monotonic() < deadline, "the token generation never moved"
         await asyncio.sleep(0.01)
+
+
+async def test_rrset_locks_never_take_the_whole_postgresql_pool(postgres_url: str):
+    """Each held RRset lock keeps a pool connection; the statements run under it need
+    another. With more names locked at once than connections, only some may hold locks
+    at a time, or every holder waits for a connection that no holder gives back."""
+    store = PostgresStore(postgres_url, None, pool_size=2, timeout=2)
+    await store.open()
+    try:
+
+        async def write_under_lock(index: int) -> None:
+            async with store.rrset_lock("aws", f"n{index}.example.test."):
+                await store.put_challenge(replace(challenge(f"v{index}"), id=f"i{index}"), 16)
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(*(write_under_lock(i) for i in range(8))), 20)
+        assert len(await store.live_at(FQDN)) == 8
+    finally:
+        await store.close()
