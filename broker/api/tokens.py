@@ -117,7 +117,7 @@ async def rotate(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     principal.require_admin()
     name = path_part(request, "name", TOKEN_NAME, "live token named")
-    body = await read_json(request, RotateBody) if request.can_read_body else RotateBody()
+    body = await read_json(request, RotateBody) if await request.read() else RotateBody()
     ctx = context(request)
     issued = await rotate_token_named(ctx.store, name, tsig=body.tsig, box=ctx.secret_box)
     ctx.authenticator.forget(issued.record.key)
