@@ -440,3 +440,17 @@ async def test_certificate_orders_are_recorded_from_submission_to_failure(
         ("acme", "certificate.failed", order["id"], "acme-failed"),
         ("api", "certificate.order", "-", "forbidden-name"),
     ]
+
+
+async def test_a_token_over_its_rate_limit_is_recorded_as_rate_limited(
+    start_broker, tmp_path: Path
+):
+    settings = write_settings(tmp_path, "[http.rate_limit]\ntoken_rate = 0.001\ntoken_burst = 1\n")
+    running = await start_broker(settings)
+    token = await running.token("web1", ["www.example.test"])
+    assert (await running.call("POST", "/v1/present", token, json=BODY))[0] == 201
+    assert (await running.call("POST", "/v1/present", token, json=BODY))[0] == 429
+    assert running.broker.audit is not None
+    await running.broker.audit.drain()
+    stored = await running.broker.store.audit_events(AuditQuery(actor="web1"))
+    assert [e.result for e in reversed(stored)] == ["ok", "rate-limited"]
