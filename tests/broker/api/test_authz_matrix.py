@@ -857,3 +857,80 @@ async def _signed_write(running: Running, key: TsigKey, end: str) -> str:
     response = await dns.asyncquery.tcp(message, host, port=port, timeout=5)
     rcode = dns.rcode.to_text(response.rcode())
     return OK if rcode == "NOERROR" else rcode
+
+
+# ------------------------------------------------------------------ source-bound tokens
+
+
+async def test_source_bound_credentials_ignore_forwarded_for_from_untrusted_peers(
+    matrix: Matrix, api: Api
+):
+    """No trusted proxy is configured: an X-Forwarded-For naming an allowed network is
+    ignored on every face, and a credential bound elsewhere writes nothing."""
+    running = matrix.running
+    await matrix.reset(AT_APEX, VALUE)
+    spoof = {"X-Forwarded-For": "10.1.2.3"}
+    bound = await running.token("net", ["example.com"], cidrs=["10.0.0.0/8"])
+    here = await running.token("here", ["example.com"], cidrs=["127.0.0.1/32"])
+    account = await register(matrix)
+    async with running.session.post(
+        f"{running.url}/register", json={"allowfrom": ["10.0.0.0/8"]}
+    ) as response:
+        fenced = await response.json(content_type=None)
+    present = {"domain": "example.com", "value": VALUE}
+    fenced_key = {"X-Api-User": fenced["username"], "X-Api-Key": fenced["password"]}
+    attempts: tuple[tuple[str, str, dict[str, str], Any, str], ...] = (
+        ("native", "/v1/present", {"Authorization": f"Bearer {bound}"}, present,
+         "forbidden-source"),
+        ("httpreq", "/present", basic(bound), {"fqdn": AT_APEX, "value": VALUE},
+         "forbidden-source"),
+        ("acme-dns", "/update", fenced_key, {"subdomain": fenced["subdomain"], "txt": VALUE},
+         "forbidden"),
+    )  # fmt: skip
+    for face, path, credentials, body, code in attempts:
+        before = await matrix.state()
+        status, answer, _ = await running.call(
+            "POST", path, headers={**spoof, **credentials}, json=body
+        )
+        got = answer.get("error") if face == "acme-dns" else code_of(status, answer)
+        await matrix.refused(face, Row("net", path, code), before, got)
+    keys = {}
+    for name, cidrs in (("net-dns", ["10.0.0.0/8"]), ("here-dns", ["127.0.0.1/32"])):
+        issued = issue_token(name, ["example.com"], cidrs=cidrs, tsig="hmac-sha256")
+        await running.broker.store.create_token(issued.record)
+        assert issued.tsig is not None
+        keys[name] = issued.tsig
+    before = await matrix.state()
+    got = await _signed_write(running, keys["net-dns"], AT_APEX)
+    await matrix.refused("RFC 2136", Row("net-dns", AT_APEX, "REFUSED"), before, got)
+    matrix.check()
+    # the same requests from inside the networks the credentials name do pass
+    status, _ = await api.call("POST", "/v1/present", here, json=present)
+    assert status == 201
+    assert await _signed_write(running, keys["here-dns"], AT_APEX) == OK
+    headers = {"X-Api-User": account["username"], "X-Api-Key": account["password"]}
+    status, _, _ = await running.call(
+        "POST", "/update", headers=headers, json={"subdomain": account["subdomain"], "txt": VALUE}
+    )
+    assert status == 200
+
+
+async def test_closed_registration_takes_only_the_admin_token(start_broker: Any, tmp_path: Path):
+    settings = write_settings(tmp_path, zones_toml('[acmedns]\nregistration = "closed"\n'))
+    running = await start_broker(settings)
+    scoped = await running.token("wild", ["*.example.com"])
+    attempts = (
+        (None, 403, "registration_not_allowed"),
+        (scoped, 403, "registration_not_allowed"),
+        (near(scoped), 401, "forbidden"),
+        (near(running.admin_token), 401, "forbidden"),
+    )
+    wrong = []
+    for token, status, error in attempts:
+        got, body, _ = await running.call("POST", "/register", token)
+        if (got, body) != (status, {"error": error}):
+            wrong.append(f"{token and token[:12]}: {got} {body}")
+    assert not wrong
+    assert await running.broker.store.list_registrations() == []
+    got, _, _ = await running.call("POST", "/register", running.admin_token)
+    assert got == 201
