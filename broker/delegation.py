@@ -141,12 +141,15 @@ async def authorized_target(
 ) -> ChallengeTarget:
     """The challenge a client means by writing at ``fqdn``: an ``_acme-challenge`` name as
     it is, or the target a CNAME at an ``_acme-challenge`` name in the token's scope points
-    to (clients such as lego follow CNAMEs before they write) — never by suffix alone.
-    Scopes are checked later, by the service, on the challenge returned."""
+    to (clients such as lego follow CNAMEs before they write) — never by suffix alone, and
+    never because a scope names ``fqdn``: the scope ``example.com`` proves example.com at
+    ``_acme-challenge.example.com``, and a TXT at ``example.com`` itself would prove it to
+    others (site verification records). Scopes are checked later, by the service, on the
+    challenge returned."""
     name = normalize_name(fqdn, what="fqdn")
     if name.startswith(CHALLENGE_LABEL + "."):
         return ChallengeTarget.from_fqdn(name)
-    if principal.admin or any(not s.below and s.base == name for s in principal.scopes):
+    if principal.admin:
         return ChallengeTarget(base=name, fqdn=name)
     if delegation is not None:
         for scope in principal.scopes:
@@ -155,6 +158,5 @@ async def authorized_target(
                 return ChallengeTarget(base=scope.base, fqdn=origin)
     raise ForbiddenNameError(
         f"{name} is no _acme-challenge name and no name in token {principal.name!r}'s scope "
-        "delegates to it by CNAME; allow the delegating name exactly (not *.), name the "
-        "target itself in the scope, or use RAW mode"
+        "delegates to it by CNAME; allow the delegating name exactly (not *.), or use RAW mode"
     )

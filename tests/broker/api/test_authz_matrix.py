@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import dns.asyncquery
 import dns.exception
+import dns.message
 import dns.name
 import dns.rcode
 import dns.rrset
@@ -183,9 +184,11 @@ STRICT_FQDN_ROWS = (
 
 LEGO_FQDN_ROWS = (
     *FQDN_ROWS,
-    # lego sends the end of a CNAME chain: a name the token names exactly is taken as it
-    # is (README: "or the token names it; never by suffix")
-    ok("exact", "example.com.", "example.com."),
+    # lego sends the end of a CNAME chain: taken only when a CNAME from a name in scope
+    # leads there; the scope example.com never writes a TXT at example.com itself (a site
+    # verification record would prove the domain to others)
+    no("exact", "example.com."),
+    no("exact", "Example.COM"),
     no("wild", "a.example.com."),
     no("wild", "example.com."),
     no("exact", "badexample.com."),
@@ -498,7 +501,7 @@ class DnsRow:
 DNS_ROWS = (
     DnsRow("exact", "_acme-challenge.example.com.", "NOERROR", AT_APEX),
     DnsRow("exact", "_ACME-CHALLENGE.Example.COM.", "NOERROR", AT_APEX),
-    DnsRow("exact", "example.com.", "NOERROR", "example.com."),  # named exactly (as httpreq)
+    DnsRow("exact", "example.com.", "REFUSED"),  # the apex itself: never (as httpreq)
     DnsRow("exact", "_acme-challenge.a.example.com.", "REFUSED"),
     DnsRow("exact", "_acme-challenge.badexample.com.", "REFUSED"),
     DnsRow("exact", "_acme-challenge.example.com.evil.test.", "REFUSED"),
@@ -585,6 +588,14 @@ async def test_rfc2136_updates_only_in_scope(matrix: Matrix):
                 await matrix.removed(face, Row(f"{row.token}-dns", row.name, OK, row.at))
             else:
                 await matrix.written(face, Row(f"{row.token}-dns", row.name, OK, row.at), VALUE)
+    for token, key in keys.items():  # a token's key never reads a zone whole
+        for zone in ZONES:
+            for kind in ("AXFR", "IXFR"):
+                query = dns.message.make_query(zone, kind)
+                query.use_tsig(key.dnspython(), algorithm=dns.name.from_text(key.algorithm))
+                answer = await dns.asyncquery.tcp(query, host, port=port, timeout=5)
+                if answer.rcode() != dns.rcode.REFUSED or answer.answer:
+                    matrix.wrong.append(f"signed {kind} of {zone} by {token}: {answer}")
     matrix.check()
 
 
