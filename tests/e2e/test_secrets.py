@@ -320,3 +320,17 @@ async def bad_configs(tmp_path: Path, good: str, capture: Capture, known: dict[s
         code, out, err = await cli("--config", str(broken), "config", "check")
         assert code == 2, (what, out, err)
         capture.add(f"config check: {what}", out + err)
+    unreachable = f"postgresql://postgres:{known['url password']}@127.0.0.1:1/gone"
+    (tmp_path / "unreachable.toml").write_text(
+        good.replace(good.split('url = "', 1)[1].split('"', 1)[0], unreachable, 1),
+        encoding="utf-8",
+    )
+    for what, args in (
+        ("token list, store unreachable", ["--config", str(tmp_path / "unreachable.toml"),
+                                           "token", "list"]),
+        ("import from an unreachable acme-dns", ["--config", str(tmp_path / "broker.toml"),
+                                                 "import", "acme-dns", "--db", unreachable]),
+    ):  # fmt: skip
+        code, out, err = await cli(*args)
+        assert code == 1, (what, out, err)
+        capture.add(what, out + err)
