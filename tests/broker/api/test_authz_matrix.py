@@ -774,6 +774,9 @@ async def test_what_a_token_may_write_through_a_cname(
     account = await register(matrix)
     registered = account["fulldomain"] + "."
     cname(running.broker.zone_set, "_acme-challenge.app.example.com.", OPERATOR_TARGET)
+    # the operator's CNAME into the tenant's DNS, which goes on from there
+    cname(running.broker.zone_set, "_acme-challenge.ext.example.com.", f"hop.{TENANT}.")
+    cname(tenant, f"hop.{TENANT}.", "_acme-challenge.victim.example.com.")
     for label, target in (
         ("steal", "_acme-challenge.victim.example.com."),  # another name's challenge
         ("hijack", registered),  # an acme-dns account's name
@@ -786,6 +789,7 @@ async def test_what_a_token_may_write_through_a_cname(
         "tenant": [f"{n}.{TENANT}" for n in ("steal", "hijack", "shared", "launder", "mine")]
         + ["mine.delegated.example.com"],
         "app": ["app.example.com"],
+        "ext": ["ext.example.com"],
         "wild": ["*.example.com"],
     }
     matrix.tokens = {name: await running.token(name, allow) for name, allow in scopes.items()}
@@ -796,6 +800,7 @@ async def test_what_a_token_may_write_through_a_cname(
         no("tenant", f"launder.{TENANT}"),
         ok("tenant", f"mine.{TENANT}", "mine.delegated.example.com."),
         ok("app", "app.example.com", OPERATOR_TARGET),  # the operator's CNAME is trusted
+        no("ext", "ext.example.com"),  # ... but not what follows it in the tenant's DNS
         ok("wild", "x.app.example.com", "_acme-challenge.x.app.example.com."),
     )
     ends = {
@@ -803,6 +808,7 @@ async def test_what_a_token_may_write_through_a_cname(
         f"hijack.{TENANT}": registered,
         f"shared.{TENANT}": OPERATOR_TARGET,
         f"launder.{TENANT}": OPERATOR_TARGET,
+        "ext.example.com": "_acme-challenge.victim.example.com.",
     }
     for fqdn in {*ends.values(), OPERATOR_TARGET, "mine.delegated.example.com."}:
         await matrix.reset(fqdn, VALUE)
