@@ -172,7 +172,7 @@ class ChallengeService:
         cap, ``evict_oldest`` removes the oldest value first (acme-dns semantics) instead
         of refusing."""
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
@@ -226,7 +226,7 @@ class ChallengeService:
         self, principal: Principal, target: ChallengeTarget, value: str
     ) -> ChallengeRecord | None:
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         async with self._hold(route.provider, write_at):
             record = await self.store.live_challenge(write_at, value)
@@ -258,7 +258,7 @@ class ChallengeService:
         """Remove every live value at ``target`` that ``principal`` presented (an RFC 2136
         delete-RRset: never another token's values)."""
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         removed = []
         async with self._hold(route.provider, write_at):
@@ -269,10 +269,10 @@ class ChallengeService:
                         removed.append(ended)
         return removed
 
-    async def _write_target(self, target: ChallengeTarget) -> str:
+    async def _write_target(self, principal: Principal, target: ChallengeTarget) -> str:
         if self.delegation is None:
             return target.fqdn
-        return await self.delegation.target(target.fqdn)
+        return await self.delegation.write_target(principal, target.fqdn)
 
     async def get(self, principal: Principal, challenge_id: str) -> ChallengeRecord:
         record = await self.store.challenge(challenge_id)
