@@ -4,6 +4,12 @@
 target. Names inside the broker's own embedded zones are looked up in memory; names in
 no zone of the broker are looked up in DNS (briefly cached); names in another
 provider's zone are taken as they are.
+
+A CNAME in the broker's own zones is the operator's; one found in DNS is set by whoever
+holds that name — typically the token's holder — so a chain with such a link may end
+only at a name the token could write at itself. Otherwise a token for ``evil.example``
+could point its challenge at ``_acme-challenge.victim.example.test`` (or at an acme-dns
+account's name) and have the broker prove a name it was never given.
 """
 
 from __future__ import annotations
@@ -52,12 +58,31 @@ class DelegationResolver:
 
     async def target(self, fqdn: str) -> str:
         """Where a value for ``fqdn`` belongs: the end of its CNAME chain, or ``fqdn``."""
+        return (await self._follow(fqdn))[0]
+
+    async def write_target(self, principal: Principal, fqdn: str) -> str:
+        """Where ``principal``'s value for the challenge ``fqdn`` goes: the end of its
+        chain, refused when a link of it came from DNS and the end is not the token's."""
+        end, from_dns = await self._follow(fqdn)
+        if from_dns and not _may_write(principal, end):
+            raise ForbiddenNameError(
+                f"{fqdn} leads by a CNAME found in DNS (set by whoever holds that name) to "
+                f"{end}, which token {principal.name!r} may not write: a token reaches through "
+                f"such a CNAME only names its scopes cover; allow {end[:-1]} in the token to "
+                "permit it"
+            )
+        return end
+
+    async def _follow(self, fqdn: str) -> tuple[str, bool]:
+        """The end of the chain, and whether any link of it was read from DNS."""
         seen = [fqdn]
         current = fqdn
+        from_dns = False
         for _ in range(MAX_CHAIN):
-            following = await self._cname(current)
+            following, looked_up = await self._cname(current)
             if following is None:
-                return current
+                return current, from_dns
+            from_dns = from_dns or looked_up
             if following in seen:
                 raise NoZoneError(
                     f"the CNAME chain from {fqdn} loops ({' -> '.join([*seen, following])})"
@@ -66,16 +91,17 @@ class DelegationResolver:
             current = following
         raise NoZoneError(f"the CNAME chain from {fqdn} is longer than {MAX_CHAIN} names")
 
-    async def _cname(self, name: str) -> str | None:
+    async def _cname(self, name: str) -> tuple[str | None, bool]:
+        """The CNAME target at ``name`` (None: none), and whether it was read from DNS."""
         wire_name = dns.name.from_text(name)
         zone = self._zone_set.find(wire_name)
         if zone is not None:
             node = zone.node(wire_name)
             cname = None if node is None else node.rrsets.get(dns.rdatatype.CNAME)
-            return None if cname is None else str(cname[0].target).lower()
+            return (None if cname is None else str(cname[0].target).lower()), False
         if any(is_subdomain(name, served) for served in self._served_zones()):
-            return None
-        return await self._lookup(name)
+            return None, False
+        return await self._lookup(name), True
 
     async def _lookup(self, name: str) -> str | None:
         cached = self._cache.get(name)
@@ -102,17 +128,28 @@ class DelegationResolver:
         return target
 
 
+def _may_write(principal: Principal, name: str) -> bool:
+    """Whether the token could write at ``name`` itself: a challenge name in its scopes,
+    or a name one of its scopes names exactly (never by suffix, as ``authorized_target``)."""
+    if name.startswith(CHALLENGE_LABEL + "."):
+        return principal.may_challenge(name.partition(".")[2])
+    return principal.admin or any(not s.below and s.base == name for s in principal.scopes)
+
+
 async def authorized_target(
     principal: Principal, fqdn: str, delegation: DelegationResolver | None
 ) -> ChallengeTarget:
     """The challenge a client means by writing at ``fqdn``: an ``_acme-challenge`` name as
     it is, or the target a CNAME at an ``_acme-challenge`` name in the token's scope points
-    to (clients such as lego follow CNAMEs before they write) — never by suffix alone.
-    Scopes are checked later, by the service, on the challenge returned."""
+    to (clients such as lego follow CNAMEs before they write) — never by suffix alone, and
+    never because a scope names ``fqdn``: the scope ``example.com`` proves example.com at
+    ``_acme-challenge.example.com``, and a TXT at ``example.com`` itself would prove it to
+    others (site verification records). Scopes are checked later, by the service, on the
+    challenge returned."""
     name = normalize_name(fqdn, what="fqdn")
     if name.startswith(CHALLENGE_LABEL + "."):
         return ChallengeTarget.from_fqdn(name)
-    if principal.admin or any(not s.below and s.base == name for s in principal.scopes):
+    if principal.admin:
         return ChallengeTarget(base=name, fqdn=name)
     if delegation is not None:
         for scope in principal.scopes:
@@ -121,6 +158,5 @@ async def authorized_target(
                 return ChallengeTarget(base=scope.base, fqdn=origin)
     raise ForbiddenNameError(
         f"{name} is no _acme-challenge name and no name in token {principal.name!r}'s scope "
-        "delegates to it by CNAME; allow the delegating name exactly (not *.), name the "
-        "target itself in the scope, or use RAW mode"
+        "delegates to it by CNAME; allow the delegating name exactly (not *.), or use RAW mode"
     )

@@ -40,6 +40,12 @@ class MalformedHttpFilter(logging.Filter):
         return True
 
 
+SDK_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google")
+"""Cloud SDKs log whole requests and answers at DEBUG: an assumed role's temporary secret
+key and session token, OAuth access tokens. They stay at INFO whatever ``log.level``
+says, since secrets are never logged."""
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -49,6 +55,8 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if level != "DEBUG" else level)
     logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else level)
     server = logging.getLogger("aiohttp.server")

@@ -149,7 +149,9 @@ class Broker:
                 ) from exc
             self.providers[name] = provider
         router = ZoneRouter(self.providers)
-        self.delegation = DelegationResolver(self.zone_set, router.zones)
+        self.delegation = DelegationResolver(
+            self.zone_set, router.zones, resolvers=self.settings.propagation.resolver_addresses()
+        )
         self.service = ChallengeService(
             self.store,
             router,

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
@@ -172,7 +172,7 @@ class ChallengeService:
         cap, ``evict_oldest`` removes the oldest value first (acme-dns semantics) instead
         of refusing."""
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
@@ -226,7 +226,7 @@ class ChallengeService:
         self, principal: Principal, target: ChallengeTarget, value: str
     ) -> ChallengeRecord | None:
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         async with self._hold(route.provider, write_at):
             record = await self.store.live_challenge(write_at, value)
@@ -258,7 +258,7 @@ class ChallengeService:
         """Remove every live value at ``target`` that ``principal`` presented (an RFC 2136
         delete-RRset: never another token's values)."""
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(target)
+        write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         removed = []
         async with self._hold(route.provider, write_at):
@@ -269,10 +269,10 @@ class ChallengeService:
                         removed.append(ended)
         return removed
 
-    async def _write_target(self, target: ChallengeTarget) -> str:
+    async def _write_target(self, principal: Principal, target: ChallengeTarget) -> str:
         if self.delegation is None:
             return target.fqdn
-        return await self.delegation.target(target.fqdn)
+        return await self.delegation.write_target(principal, target.fqdn)
 
     async def get(self, principal: Principal, challenge_id: str) -> ChallengeRecord:
         record = await self.store.challenge(challenge_id)
@@ -283,21 +283,14 @@ class ChallengeService:
 
     async def expire_due(self) -> int:
         """Remove every record whose lease has ended; return how many."""
-        expired = 0
-        for due in await self.store.due_challenges(self._clock()):
-            try:
-                route = Route(self._provider_of(due), due.zone)
-                async with self._hold(route.provider, due.fqdn):
-                    record = await self.store.challenge(due.id)
-                    if record is None or record.state is not ChallengeState.PRESENT:
-                        continue
-                    if record.expires_at > self._clock():
-                        continue
-                    if await self._end(route, record, ChallengeState.EXPIRED, "reconciler"):
-                        expired += 1
-            except ProviderFailureError as exc:
-                log.warning("cannot expire challenge id=%s yet: %s", due.id, exc.detail)
-        return expired
+
+        async def expire(route: Route, record: ChallengeRecord) -> bool:
+            if record.expires_at > self._clock():
+                return False
+            return await self._end(route, record, ChallengeState.EXPIRED, "reconciler") is not None
+
+        due = await self.store.due_challenges(self._clock())
+        return await self._each_still_live(due, "expiry", expire)
 
     async def restore(self) -> int:
         """Put every live record back into the providers that forget them (the embedded
@@ -319,38 +312,51 @@ class ChallengeService:
         """Finish every provider change a crash or a failure left unfinished: a value
         marked "add" is added again, one marked "remove" removed and its record ended.
         Returns how many were finished; the rest stay marked for the next pass."""
-        finished = 0
-        for pending in await self.store.unfinished_challenges():
+
+        async def finish_one(route: Route, record: ChallengeRecord) -> bool:
+            if record.intent is ChallengeIntent.ADD:
+                await self._provider_add(route, record)
+                await self.store.intend(record.id, None)
+            elif record.intent is ChallengeIntent.REMOVE:
+                ended = record.expires_at <= self._clock()
+                state = ChallengeState.EXPIRED if ended else ChallengeState.REMOVED
+                await self._end(route, record, state, "reconciler")
+            else:
+                return False
+            self.metrics.unfinished_changes.labels(record.intent.value).inc()
+            log.info(
+                "finished an unfinished %s of challenge id=%s fqdn=%s",
+                record.intent, record.id, record.fqdn,
+            )  # fmt: skip
+            return True
+
+        unfinished = await self.store.unfinished_challenges()
+        return await self._each_still_live(unfinished, "unfinished change", finish_one)
+
+    async def _each_still_live(
+        self,
+        listed: list[ChallengeRecord],
+        what: str,
+        act: Callable[[Route, ChallengeRecord], Awaitable[bool]],
+    ) -> int:
+        """Run ``act`` on each listed record that is still live when its RRset's turn
+        comes (read again under the lock: a request may have ended it meanwhile); a
+        provider failure leaves that record for the next pass. Returns how many acts
+        returned True."""
+        done = 0
+        for listed_record in listed:
             try:
-                route = Route(self._provider_of(pending), pending.zone)
-                async with self._hold(route.provider, pending.fqdn):
-                    record = await self.store.challenge(pending.id)
-                    if record is None or record.state is not ChallengeState.PRESENT:
-                        continue
-                    if record.intent is ChallengeIntent.ADD:
-                        await self._provider_add(route, record)
-                        await self.store.intend(record.id, None)
-                    elif record.intent is ChallengeIntent.REMOVE:
-                        state = (
-                            ChallengeState.EXPIRED
-                            if record.expires_at <= self._clock()
-                            else ChallengeState.REMOVED
-                        )
-                        await self._end(route, record, state, "reconciler")
-                    else:
-                        continue
-                finished += 1
-                self.metrics.unfinished_changes.labels(pending.intent or "").inc()
-                log.info(
-                    "finished an unfinished %s of challenge id=%s fqdn=%s",
-                    pending.intent, pending.id, pending.fqdn,
-                )  # fmt: skip
+                route = Route(self._provider_of(listed_record), listed_record.zone)
+                async with self._hold(route.provider, listed_record.fqdn):
+                    record = await self.store.challenge(listed_record.id)
+                    if record is not None and record.state is ChallengeState.PRESENT:
+                        done += await act(route, record)
             except ProviderFailureError as exc:
                 log.warning(
                     "cannot finish the %s of challenge id=%s yet: %s",
-                    pending.intent, pending.id, exc.detail,
+                    what, listed_record.id, exc.detail,
                 )  # fmt: skip
-        return finished
+        return done
 
     async def purge_history(self) -> int:
         return await self.store.purge_ended(self._clock() - self.settings.history_retention)

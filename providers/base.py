@@ -109,3 +109,44 @@ class DnsProvider(ABC):
 
     async def wait_applied(self, change: Change | None) -> None:  # noqa: B027 - optional hook
         """Return once ``change`` is live on the backend's servers."""
+
+
+class ProviderWrapper(DnsProvider):
+    """A provider in front of another (retries, injected faults): every call goes to
+    ``inner`` unless a subclass says otherwise."""
+
+    def __init__(self, inner: DnsProvider) -> None:
+        super().__init__(inner.name)
+        self.inner = inner
+        self.capabilities = inner.capabilities  # type: ignore[misc]
+
+    @property
+    def backend(self) -> DnsProvider:
+        return self.inner.backend
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    def zones(self) -> tuple[str, ...]:
+        return self.inner.zones()
+
+    async def find_zone(self, fqdn: str) -> str:
+        return await self.inner.find_zone(fqdn)
+
+    async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
+        return await self.inner.add_txt(zone, name, value, ttl)
+
+    async def remove_txt(self, zone: str, name: str, value: str) -> Change | None:
+        return await self.inner.remove_txt(zone, name, value)
+
+    async def list_txt(self, zone: str, name: str) -> list[str]:
+        return await self.inner.list_txt(zone, name)
+
+    async def wait_applied(self, change: Change | None) -> None:
+        await self.inner.wait_applied(change)

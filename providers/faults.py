@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,6 +25,7 @@ from providers.base import (
     DnsProvider,
     ProviderThrottledError,
     ProviderUnavailableError,
+    ProviderWrapper,
 )
 
 T = TypeVar("T")
@@ -64,35 +65,15 @@ class FaultSettings(BaseModel):
         )
 
 
-class FaultyProvider(DnsProvider):
+class FaultyProvider(ProviderWrapper):
     """Delegates to ``inner``, failing the configured fraction of add/remove/list calls."""
 
     def __init__(self, inner: DnsProvider, settings: FaultSettings) -> None:
-        super().__init__(inner.name)
-        self.inner = inner
+        super().__init__(inner)
         self.capabilities = replace(inner.capabilities, can_fail=True)  # type: ignore[misc]
         self.settings = settings
         self._random = random.Random(settings.seed)  # noqa: S311 - not for secrets
         self.injected: dict[str, int] = {}
-
-    @property
-    def backend(self) -> DnsProvider:
-        return self.inner.backend
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def check(self) -> None:
-        await self.inner.check()
-
-    def zones(self) -> tuple[str, ...]:
-        return self.inner.zones()
-
-    async def find_zone(self, fqdn: str) -> str:
-        return await self.inner.find_zone(fqdn)
 
     async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
         return await self._call(lambda: self.inner.add_txt(zone, name, value, ttl))
@@ -102,9 +83,6 @@ class FaultyProvider(DnsProvider):
 
     async def list_txt(self, zone: str, name: str) -> list[str]:
         return await self._call(lambda: self.inner.list_txt(zone, name))
-
-    async def wait_applied(self, change: Change | None) -> None:
-        await self.inner.wait_applied(change)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         s = self.settings

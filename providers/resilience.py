@@ -25,7 +25,13 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.values import Duration
-from providers.base import Change, DnsProvider, ProviderError, ProviderUnavailableError
+from providers.base import (
+    Change,
+    DnsProvider,
+    ProviderError,
+    ProviderUnavailableError,
+    ProviderWrapper,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +122,7 @@ class CircuitOpenError(ProviderUnavailableError):
         self.retry_after = retry_after
 
 
-class ResilientProvider(DnsProvider):
+class ResilientProvider(ProviderWrapper):
     """Delegates to ``inner``; add_txt, remove_txt and list_txt are retried and guarded."""
 
     def __init__(
@@ -128,34 +134,13 @@ class ResilientProvider(DnsProvider):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(inner.name)
-        self.inner = inner
-        self.capabilities = inner.capabilities  # type: ignore[misc]
+        super().__init__(inner)
         self.settings = settings
         self.breaker = CircuitBreaker(
             settings.breaker_threshold, settings.breaker_cooldown, clock=clock
         )
         self._on_retry = on_retry
         self._sleep = sleep
-
-    @property
-    def backend(self) -> DnsProvider:
-        return self.inner.backend
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def check(self) -> None:
-        await self.inner.check()
-
-    def zones(self) -> tuple[str, ...]:
-        return self.inner.zones()
-
-    async def find_zone(self, fqdn: str) -> str:
-        return await self.inner.find_zone(fqdn)
 
     async def add_txt(self, zone: str, name: str, value: str, ttl: int) -> Change | None:
         return await self._guarded("add", lambda: self.inner.add_txt(zone, name, value, ttl))
@@ -165,9 +150,6 @@ class ResilientProvider(DnsProvider):
 
     async def list_txt(self, zone: str, name: str) -> list[str]:
         return await self._guarded("list", lambda: self.inner.list_txt(zone, name))
-
-    async def wait_applied(self, change: Change | None) -> None:
-        await self.inner.wait_applied(change)
 
     async def _guarded(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         s = self.settings

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.process import Served, start
-from tests.providers.aws import MotoServer, route53_txt
+from tests.providers.aws import MotoServer, route53_config, route53_txt
 from tests.support import write_config
 
 WORKERS = 6
@@ -179,16 +179,9 @@ async def test_kill_9_during_bursts_on_the_embedded_zone(tmp_path: Path, serve: 
 async def test_kill_9_during_bursts_on_route53_with_faults(
     tmp_path: Path, serve: list[Served], moto: MotoServer
 ):
-    route53 = f"""
-[providers.embedded]
-type = "embedded"
-[providers.aws]
-type = "route53"
-zones = ["r53.test"]
-endpoint_url = "{moto.url}"
-access_key_id = "crash"
-secret_access_key = "crash"
-poll_interval = 0.05
+    route53 = (
+        route53_config(moto, "crash")
+        + """
 [providers.aws.faults]
 slow_rate = 0.3
 slow_seconds = 0.05
@@ -198,6 +191,7 @@ error_rate = 0.05
 backoff = 0.01
 breaker_threshold = 50
 """
+    )
     model = await kill_and_check(tmp_path, serve, route53, "r53.test", served_by_route53(moto))
     assert model.acknowledged >= KILLS * WORKERS
     assert model.cut >= KILLS

@@ -21,7 +21,7 @@ import pytest
 
 from tests.peers import PostgresCluster
 from tests.process import Served, start
-from tests.providers.aws import MotoServer, route53_txt
+from tests.providers.aws import MotoServer, route53_config, route53_txt
 from tests.support import write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,19 +153,13 @@ async def test_the_value_cap_holds_across_replicas(replicas: StartReplicas):
 async def test_route53_upserts_from_two_replicas_lose_no_value(
     replicas: StartReplicas, moto: MotoServer
 ):
-    route53 = f"""
-[providers.embedded]
-type = "embedded"
-[providers.aws]
-type = "route53"
-zones = ["r53.test"]
-endpoint_url = "{moto.url}"
-access_key_id = "replicas"
-secret_access_key = "replicas"
-poll_interval = 0.05
+    route53 = (
+        route53_config(moto, "replicas")
+        + """
 [challenges]
 max_values_per_name = 64
 """
+    )
     a, b = await replicas(extra=route53)
     values = [f"r53-{i:02d}-" + "y" * 36 for i in range(40)]
     body = [{"domain": "www.r53.test", "value": value} for value in values]

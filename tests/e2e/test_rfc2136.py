@@ -16,7 +16,7 @@ from broker.auth import issue_token
 from broker.config import load_settings
 from broker.store import ChallengeRecord, ChallengeState
 from tests.peers import Pebble, run, verify_chain
-from tests.providers.aws import MotoServer
+from tests.providers.aws import MotoServer, route53_config
 from tests.support import Running, require_binary, write_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -124,20 +124,7 @@ async def test_lego_rfc2136_issues_through_the_broker_into_route53(
 ):
     """pebble cannot ask Route53 (moto serves no DNS), so it skips validation here; what
     this shows is lego's updates reaching the Route53 zone through the broker."""
-    config = write_config(
-        tmp_path,
-        f"""
-[providers.embedded]
-type = "embedded"
-[providers.aws]
-type = "route53"
-zones = ["r53.test"]
-endpoint_url = "{moto.url}"
-access_key_id = "rfc2136"
-secret_access_key = "rfc2136"
-poll_interval = 0.05
-""",
-    )
+    config = write_config(tmp_path, route53_config(moto, "rfc2136"))
     running = await start_broker(load_settings(config, {}))
     issued = issue_token("lego", ["r53.test"], tsig="hmac-sha256")
     await running.broker.store.create_token(issued.record)

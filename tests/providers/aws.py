@@ -193,3 +193,19 @@ def _error(status: int, code: str, message: str) -> web.Response:
         "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
     )
     return web.Response(status=status, text=body, content_type="text/xml")
+
+
+def route53_config(server: MotoServer, key: str) -> str:
+    """Config tables for the embedded zone beside a Route53 provider ``aws`` holding
+    ``r53.test`` on ``server`` (moto takes any key; ``key`` shows in its logs)."""
+    return f"""
+[providers.embedded]
+type = "embedded"
+[providers.aws]
+type = "route53"
+zones = ["r53.test"]
+endpoint_url = "{server.url}"
+access_key_id = "{key}"
+secret_access_key = "{key}"
+poll_interval = 0.05
+"""

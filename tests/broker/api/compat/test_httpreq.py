@@ -150,10 +150,11 @@ async def test_delegated_target_is_refused_by_suffix_or_wildcard_scope(running: 
         )
         assert status == 403
         assert "delegates to it by CNAME" in json.loads(text)["detail"]
+    # nor because a scope names the target: a scope proves its name at _acme-challenge only
     named = await running.token("named", [target])
-    assert (await post(running, "/present", {"fqdn": target, "value": VALUE}, basic(named)))[
-        0
-    ] == 200
+    status, _ = await post(running, "/present", {"fqdn": target, "value": VALUE}, basic(named))
+    assert status == 403
+    assert await running.txt(target) == ("NXDOMAIN", [])
 
 
 async def test_native_present_follows_a_cname_and_says_where_it_wrote(api: Api, running: Running):
