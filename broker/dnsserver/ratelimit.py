@@ -1,0 +1,126 @@
+"""Response-rate limiting over UDP (the idea of BIND's RRL), against reflection attacks.
+
+A UDP source address can be forged, so a server answering every datagram lends its
+bandwidth to whoever names a victim as the source. Each source network (IPv4 /24 and
+IPv6 /56 by default) holds a token bucket that refills at ``responses_per_second`` up to
+``burst``; a query finding it empty gets no answer, except every ``slip``-th, which gets
+a minimal truncated one (TC=1, no records) so a real resolver behind that network
+retries over TCP, which cannot be forged and is not limited.
+
+Unlike BIND, buckets are kept per network only (not per network and answer): the
+embedded zones hold a handful of names, so the answer adds little to tell floods apart.
+The table holds at most ``max_sources`` networks: when full, networks whose bucket has
+refilled (idle for ``burst / responses_per_second`` s, the same as never seen) are
+forgotten, and if that frees too little, the oldest quarter, so forged sources cannot
+grow it without bound.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Verdict(IntEnum):
+    ANSWER = 0
+    DROP = 1
+    SLIP = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    responses_per_second: float = 1000.0
+    burst: float = 200.0
+    slip: int = 2
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    max_sources: int = 65536
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.responses_per_second <= 0:
+            problems.append(f"responses_per_second={self.responses_per_second} must be positive")
+        if self.burst < 1:
+            problems.append(f"burst={self.burst} must be at least 1")
+        if self.slip < 0:
+            problems.append(f"slip={self.slip} must be 0 (never) or more")
+        if not 0 <= self.ipv4_prefix <= 32:
+            problems.append(f"ipv4_prefix={self.ipv4_prefix} must be within 0..32")
+        if not 0 <= self.ipv6_prefix <= 128:
+            problems.append(f"ipv6_prefix={self.ipv6_prefix} must be within 0..128")
+        if self.max_sources < 1:
+            problems.append(f"max_sources={self.max_sources} must be at least 1")
+        if problems:
+            raise ValueError("RateLimit: " + "; ".join(problems))
+
+
+class RateLimiter:
+    """Token buckets by source network; ``dropped`` and ``slipped`` count what it limited.
+
+    A bucket is a two-item list ``[tokens, last refill time]``, kept small and mutable
+    because ``check`` runs once per UDP datagram.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._rate = limit.responses_per_second
+        self._burst = limit.burst
+        self._slip = limit.slip
+        self._v4_shift = 32 - limit.ipv4_prefix
+        self._v6_shift = 128 - limit.ipv6_prefix
+        self._buckets: dict[int, list[float]] = {}
+        self._limited: dict[int, int] = {}
+        self.dropped = 0
+        self.slipped = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def check(self, host: str, now: float) -> Verdict:
+        """Whether to answer a datagram from ``host`` (an address as the socket gives it)
+        arriving at ``now`` (monotonic seconds)."""
+        key = self.network(host)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.limit.max_sources:
+                self._evict(now)
+            self._buckets[key] = [self._burst - 1, now]
+            return Verdict.ANSWER
+        tokens = bucket[0] + (now - bucket[1]) * self._rate
+        bucket[1] = now
+        if tokens >= 1:
+            bucket[0] = min(tokens, self._burst) - 1
+            return Verdict.ANSWER
+        bucket[0] = tokens
+        return self._limited_verdict(key)
+
+    def _limited_verdict(self, key: int) -> Verdict:
+        count = self._limited.get(key, 0) + 1
+        self._limited[key] = count
+        if self._slip and count % self._slip == 0:
+            self.slipped += 1
+            return Verdict.SLIP
+        self.dropped += 1
+        return Verdict.DROP
+
+    def network(self, host: str) -> int:
+        """The source network as an integer: IPv4 networks are non-negative, IPv6 ones
+        negative, so the two families never share a key."""
+        if ":" not in host:
+            return int.from_bytes(socket.inet_aton(host)) >> self._v4_shift
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        if packed[:12] == b"\0" * 10 + b"\xff\xff":
+            return int.from_bytes(packed[12:]) >> self._v4_shift
+        return -1 - (int.from_bytes(packed) >> self._v6_shift)
+
+    def _evict(self, now: float) -> None:
+        """Forget refilled buckets; if fewer than a quarter go, also the oldest quarter."""
+        refilled = now - self._burst / self._rate
+        stale = [key for key, (_, seen) in self._buckets.items() if seen <= refilled]
+        if len(stale) < len(self._buckets) // 4:
+            oldest = list(self._buckets)[: max(1, len(self._buckets) // 4)]
+            stale = list({*stale, *oldest})
+        for key in stale:
+            del self._buckets[key]
+            self._limited.pop(key, None)
