@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
