@@ -58,8 +58,10 @@ class RateLimit:
 class RateLimiter:
     """Token buckets by source network; ``dropped`` and ``slipped`` count what it limited.
 
-    A bucket is a two-item list ``[tokens, last refill time]``, kept small and mutable
-    because ``check`` runs once per UDP datagram.
+    A bucket is a small mutable list ``[tokens, last refill time, responses limited]``
+    because ``check`` runs once per UDP datagram. Its hot path is one dict lookup: each
+    source address seen maps straight to its network's bucket (a cache, itself capped at
+    ``max_sources`` addresses and emptied whenever buckets are forgotten).
     """
 
     def __init__(self, limit: RateLimit) -> None:
@@ -70,7 +72,7 @@ class RateLimiter:
         self._v4_shift = 32 - limit.ipv4_prefix
         self._v6_shift = 128 - limit.ipv6_prefix
         self._buckets: dict[int, list[float]] = {}
-        self._limited: dict[int, int] = {}
+        self._by_host: dict[str, list[float]] = {}
         self.dropped = 0
         self.slipped = 0
 
@@ -80,29 +82,34 @@ class RateLimiter:
     def check(self, host: str, now: float) -> Verdict:
         """Whether to answer a datagram from ``host`` (an address as the socket gives it)
         arriving at ``now`` (monotonic seconds)."""
+        bucket = self._by_host.get(host)
+        if bucket is None:
+            bucket = self._bucket(host, now)
+        tokens = bucket[0] + (now - bucket[1]) * self._rate
+        bucket[1] = now
+        if tokens >= 1:
+            bucket[0] = (tokens if tokens < self._burst else self._burst) - 1
+            return Verdict.ANSWER
+        bucket[0] = tokens
+        bucket[2] += 1
+        if self._slip and bucket[2] % self._slip == 0:
+            self.slipped += 1
+            return Verdict.SLIP
+        self.dropped += 1
+        return Verdict.DROP
+
+    def _bucket(self, host: str, now: float) -> list[float]:
+        """The bucket of ``host``'s network, made full if the network is new."""
         key = self.network(host)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.limit.max_sources:
                 self._evict(now)
-            self._buckets[key] = [self._burst - 1, now]
-            return Verdict.ANSWER
-        tokens = bucket[0] + (now - bucket[1]) * self._rate
-        bucket[1] = now
-        if tokens >= 1:
-            bucket[0] = min(tokens, self._burst) - 1
-            return Verdict.ANSWER
-        bucket[0] = tokens
-        return self._limited_verdict(key)
-
-    def _limited_verdict(self, key: int) -> Verdict:
-        count = self._limited.get(key, 0) + 1
-        self._limited[key] = count
-        if self._slip and count % self._slip == 0:
-            self.slipped += 1
-            return Verdict.SLIP
-        self.dropped += 1
-        return Verdict.DROP
+            bucket = self._buckets[key] = [self._burst, now, 0]
+        if len(self._by_host) >= self.limit.max_sources:
+            self._by_host.clear()
+        self._by_host[host] = bucket
+        return bucket
 
     def network(self, host: str) -> int:
         """The source network as an integer: IPv4 networks are non-negative, IPv6 ones
@@ -117,10 +124,10 @@ class RateLimiter:
     def _evict(self, now: float) -> None:
         """Forget refilled buckets; if fewer than a quarter go, also the oldest quarter."""
         refilled = now - self._burst / self._rate
-        stale = [key for key, (_, seen) in self._buckets.items() if seen <= refilled]
+        stale = [key for key, bucket in self._buckets.items() if bucket[1] <= refilled]
         if len(stale) < len(self._buckets) // 4:
             oldest = list(self._buckets)[: max(1, len(self._buckets) // 4)]
             stale = list({*stale, *oldest})
         for key in stale:
             del self._buckets[key]
-            self._limited.pop(key, None)
+        self._by_host.clear()
