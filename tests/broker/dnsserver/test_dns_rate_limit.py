@@ -3,7 +3,7 @@ TCP untouched, its settings and its metric."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import dns.asyncquery
@@ -19,6 +19,7 @@ from broker.dnsserver.ratelimit import RateLimit, RateLimiter, Verdict
 from broker.metrics import Metrics
 from providers.embedded import EmbeddedProvider
 from tests.broker.dnsserver.support import TIMEOUT, ZONE, Client
+from tests.support import Running, write_settings
 
 # A rate so low that no token comes back while a test runs: what a test sees is the burst.
 NEVER_REFILLS = 0.001
@@ -221,3 +222,20 @@ def test_bad_rate_limit_settings_name_their_key(tmp_path: Path) -> None:
         "dns.rate_limit.ipv4_prefix",
         "dns.rate_limit.window",
     } <= keys
+
+
+async def test_a_broker_limits_udp_as_configured_and_reports_it_in_metrics(
+    start_broker: Callable[..., Awaitable[Running]], tmp_path: Path
+) -> None:
+    settings = write_settings(
+        tmp_path, "[dns.rate_limit]\nresponses_per_second = 0.001\nburst = 2\nslip = 1\n"
+    )
+    running = await start_broker(settings)
+    assert running.broker.dns_server is not None
+    client = Client(*running.broker.dns_server.addresses[0])
+    packets = [dns.message.make_query(ZONE, "SOA").to_wire() for _ in range(6)]
+    replies = [dns.message.from_wire(r) for r in await client.raw_udp_many(packets, wait=0.5)]
+    assert [bool(r.flags & dns.flags.TC) for r in replies] == [False, False, True, True, True, True]
+    assert (await running.query(ZONE, "SOA", tcp=True)).answer
+    _, metrics, _ = await running.call("GET", "/metrics")
+    assert 'dns01_broker_dns_rate_limited_responses_total{action="slipped"} 4.0' in metrics
