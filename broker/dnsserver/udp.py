@@ -19,7 +19,7 @@ import logging
 import socket
 from typing import Any, cast
 
-from broker.dnsserver.ratelimit import RateLimiter, Verdict
+from broker.dnsserver.ratelimit import SLIP, RateLimiter
 from broker.dnsserver.responder import SIGNED, Responder
 from broker.dnsserver.updates import SignedDispatcher
 from broker.dnsserver.wire import truncated_reply
@@ -84,8 +84,8 @@ class UdpListener:
     def _on_readable(self) -> None:
         recvfrom, sendto = self._sock.recvfrom, self._sock.sendto
         respond = self._responder.respond
-        limiter = self._limiter
-        now = self._loop.time() if limiter is not None else 0.0
+        check = None if self._limiter is None else self._limiter.check
+        now = self._loop.time()
         for _ in range(BATCH):
             try:
                 data, address = recvfrom(MAX_QUERY_SIZE)
@@ -94,8 +94,8 @@ class UdpListener:
             except OSError as exc:
                 logger.debug("UDP receive error: %s", exc)
                 continue
-            if limiter is not None and (verdict := limiter.check(address[0], now)):
-                response = truncated_reply(data) if verdict is Verdict.SLIP else None
+            if check is not None and (verdict := check(address[0], now)):
+                response = truncated_reply(data) if verdict == SLIP else None
             else:
                 try:
                     response = respond(data, True)
@@ -145,7 +145,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         limiter = self._limiter
         if limiter is not None and (verdict := limiter.check(addr[0], self._loop.time())):
-            response = truncated_reply(data) if verdict is Verdict.SLIP else None
+            response = truncated_reply(data) if verdict == SLIP else None
         else:
             try:
                 response = self._responder.respond(data, True)

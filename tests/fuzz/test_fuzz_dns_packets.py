@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from broker.dnsserver.ratelimit import RateLimit, RateLimiter, Verdict
+from broker.dnsserver.ratelimit import SLIP, RateLimit, RateLimiter
 from broker.dnsserver.responder import SIGNED, Responder
 from broker.dnsserver.signed import SignedMessages
 from broker.dnsserver.wire import truncated_reply
@@ -273,7 +273,7 @@ def test_a_limited_source_gets_only_minimal_truncated_replies(
     limiter = RateLimiter(RateLimit(responses_per_second=0.001, burst=2, slip=1))
     for host in hosts:
         verdict = limiter.check(f"192.0.{host}.1", 0.0)
-        if verdict is Verdict.SLIP:
+        if verdict == SLIP:
             reply = truncated_reply(packet)
             check_reply(packet, reply, udp=True)
             if reply is not None:
