@@ -30,6 +30,8 @@ SLIP: Final = 2
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """What ``DnsServer(rate_limit=)`` enforces (broker.config's ``[dns.rate_limit]``)."""
+
     responses_per_second: float = 1000.0
     burst: float = 200.0
     slip: int = 2
