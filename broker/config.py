@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from broker.dnsname import is_subdomain, normalize_name
+from broker.dnsserver.ratelimit import RateLimit
 from broker.propagation import PropagationSettings
 from broker.tsig import ALGORITHMS, TsigAlgorithm
 from broker.values import Duration, Secret
@@ -124,6 +125,26 @@ class DnsUpdateSettings(_Section):
     max_in_flight: int = Field(64, ge=1, le=10000)
 
 
+class DnsRateLimitSettings(_Section):
+    """Response-rate limiting over UDP per source network (broker.dnsserver.ratelimit)."""
+
+    enabled: bool = True
+    responses_per_second: float = Field(1000.0, gt=0, le=1_000_000)
+    burst: float = Field(200.0, ge=1, le=1_000_000)
+    slip: int = Field(
+        2, ge=0, le=10, description="every slip-th limited response is sent truncated (TC=1)"
+    )
+    ipv4_prefix: int = Field(24, ge=8, le=32)
+    ipv6_prefix: int = Field(56, ge=16, le=128)
+    max_sources: int = Field(65536, ge=1024, le=10_000_000)
+
+    def limit(self) -> RateLimit | None:
+        """The DNS server's limit, or None when off."""
+        if not self.enabled:
+            return None
+        return RateLimit(**self.model_dump(exclude={"enabled"}))
+
+
 class DnsSettings(_Section):
     enabled: bool = True
     listen: Annotated[list[str], BeforeValidator(_split_list)] = Field(
@@ -132,6 +153,7 @@ class DnsSettings(_Section):
     max_udp_payload: int = Field(1232, ge=512, le=4096)
     tcp_idle_timeout: Duration = 10.0
     update: DnsUpdateSettings = Field(default_factory=DnsUpdateSettings)
+    rate_limit: DnsRateLimitSettings = Field(default_factory=DnsRateLimitSettings)
 
     @field_validator("listen")
     @classmethod

@@ -25,6 +25,7 @@ class _DnsQueryCollector(Collector):
 
     def __init__(self) -> None:
         self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
+        self.limited: Callable[[], Mapping[str, int]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -36,6 +37,16 @@ class _DnsQueryCollector(Collector):
             for (transport, rcode), count in sorted(self.source().items()):
                 family.add_metric([transport, rcode], count)
         yield family
+        limited = CounterMetricFamily(
+            "dns01_broker_dns_rate_limited_responses",
+            "UDP responses withheld by the DNS rate limit, by action (dropped, or slipped: "
+            "sent as a bare truncated answer)",
+            labels=["action"],
+        )
+        if self.limited is not None:
+            for action, count in sorted(self.limited().items()):
+                limited.add_metric([action], count)
+        yield limited
 
 
 class Metrics:
@@ -134,8 +145,13 @@ class Metrics:
         self._dns = _DnsQueryCollector()
         self.registry.register(self._dns)
 
-    def watch_dns(self, source: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+    def watch_dns(
+        self,
+        source: Callable[[], Mapping[tuple[str, str], int]],
+        limited: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._dns.source = source
+        self._dns.limited = limited
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

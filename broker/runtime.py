@@ -196,9 +196,12 @@ class Broker:
                 signers=self._update_face() if update.enabled else None,
                 max_signed_in_flight=update.max_in_flight,
                 apex_zones=self._foreign_zones() if update.enabled else (),
+                rate_limit=self.settings.dns.rate_limit.limit(),
             )
             await self.dns_server.start()
-            self.metrics.watch_dns(self.dns_server.query_counts)
+            self.metrics.watch_dns(
+                self.dns_server.query_counts, self.dns_server.rate_limited_counts
+            )
             for host, port in self.dns_server.addresses:
                 log.info("DNS listening on %s port %d (UDP and TCP)", host, port)
         listeners = [] if self.dns_server is None else self.dns_server.addresses

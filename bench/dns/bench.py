@@ -7,11 +7,17 @@ query file against each (with and without EDNS), prints queries/s and the ratio,
 stops both servers.
 
     .venv/bin/python bench/dns/bench.py [--seconds 10] [--knot-workers 1] [--no-pin]
+        [--rate-limit-cost ROUNDS]
 
 By default (with 2 or more CPUs) each server is pinned to the last CPU and dnsperf to
 the others with taskset, so a single-threaded server is compared with a knot using one
 UDP worker on one core. --no-pin --knot-workers 0 compares with knot's own defaults
 (one UDP worker per CPU) and the scheduler free to place everything.
+
+The embedded server runs with its UDP rate limit on at a rate dnsperf never reaches
+(all its queries come from 127.0.0.1, which the default limit would throttle), so the
+per-datagram check is in the figure. --rate-limit-cost N also runs it without a limiter,
+in turns with it (N runs each), and prints the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,6 +177,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--profile", help="cProfile the embedded server into this file")
+    parser.add_argument(
+        "--rate-limit-cost",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run the embedded server without its rate limiter, in turns with it "
+        "ROUNDS times each, and compare the medians",
+    )
     args = parser.parse_args()
     for tool in ("knotd", "dnsperf"):
         if shutil.which(tool) is None:
@@ -186,6 +201,12 @@ def main() -> None:
             f"{label:8} embedded {embedded:10.0f} q/s   knot {knot:10.0f} q/s   "
             f"ratio {embedded / knot:.2f}"
         )
+        if args.rate_limit_cost:
+            without = rates["embedded-no-rrl", edns]
+            print(
+                f"{label:8} embedded without rate limit {without:10.0f} q/s   "
+                f"with/without (medians) {embedded / without:.3f}"
+            )
 
 
 def measure(temp: Path, args: argparse.Namespace) -> dict[tuple[str, bool], float]:
@@ -206,17 +227,24 @@ def measure(temp: Path, args: argparse.Namespace) -> dict[tuple[str, bool], floa
     if args.profile:
         embedded += ["--profile", str(Path(args.profile).resolve())]
     os.environ["PYTHONPATH"] = str(ROOT)
-    rates: dict[tuple[str, bool], float] = {}
+    runs: dict[tuple[str, bool], list[float]] = {}
     servers = [("knot", knot, knot_port), ("embedded", embedded, embedded_port)]
+    if args.rate_limit_cost:
+        # with and without the limiter in turns, so drift on a shared machine hits both
+        port = free_port()
+        unlimited = [*embedded, "--rate-limit", "off"]
+        unlimited[unlimited.index(str(embedded_port))] = str(port)
+        turns = [("embedded-no-rrl", unlimited, port), ("embedded", embedded, embedded_port)]
+        servers += turns * (args.rate_limit_cost - 1) + turns[:1]
     for name, command, port in servers:
         with running(command, name, port, temp / f"{name}.log"):
             for edns in (False, True):
-                rates[name, edns] = dnsperf(port, queries, args, edns, client_prefix)
+                rate = dnsperf(port, queries, args, edns, client_prefix)
+                runs.setdefault((name, edns), []).append(rate)
                 print(
-                    f"  {name:8} {'EDNS0' if edns else 'no EDNS':8} {rates[name, edns]:10.0f} q/s",
-                    flush=True,
+                    f"  {name:15} {'EDNS0' if edns else 'no EDNS':8} {rate:10.0f} q/s", flush=True
                 )
-    return rates
+    return {key: statistics.median(values) for key, values in runs.items()}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Prints "<host> <port>" on stdout once listening; with --profile, writes cProfile stats
 of the whole run to the given file at exit.
+
+dnsperf sends every query from 127.0.0.1, so the broker's default rate limit (1000
+responses/s per source network) would drop most of them. By default the limit is on at a
+rate no benchmark reaches (``--rate-limit unreachable``): every datagram pays for the
+check, none is limited. ``--rate-limit off`` runs without a limiter.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import dns.tsig
 import dns.update
 
 from broker.dnsserver import DnsServer
+from broker.dnsserver.ratelimit import RateLimit
 from providers.embedded import EmbeddedProvider, EmbeddedSettings
 
 ZONE = "example.test."
+UNREACHABLE = RateLimit(responses_per_second=1e12, burst=1e12)
 
 
 class NoKeys:
@@ -45,11 +52,11 @@ class NoKeys:
         pass
 
 
-async def serve(host: str, port: int, txt: list[str]) -> None:
+async def serve(host: str, port: int, txt: list[str], rate_limit: RateLimit | None) -> None:
     provider = EmbeddedProvider("embedded", EmbeddedSettings())
     for value in txt:
         await provider.add_txt(ZONE, f"_acme-challenge.www.{ZONE}", value, 60)
-    server = DnsServer(provider.zone_set, [(host, port)], signers=NoKeys())
+    server = DnsServer(provider.zone_set, [(host, port)], signers=NoKeys(), rate_limit=rate_limit)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,7 +68,7 @@ async def serve(host: str, port: int, txt: list[str]) -> None:
         await stop.wait()
     finally:
         counts = {f"{t}/{r}": n for (t, r), n in server.query_counts().items() if n}
-        print(f"answered: {counts}", file=sys.stderr)
+        print(f"answered: {counts}; limited: {server.rate_limited_counts()}", file=sys.stderr)
         await server.stop()
 
 
@@ -72,9 +79,11 @@ def main() -> None:
     parser.add_argument("--txt", action="append", default=[], help="TXT value (repeatable)")
     parser.add_argument("--profile", help="write cProfile stats here")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--rate-limit", choices=["unreachable", "off"], default="unreachable")
     args = parser.parse_args()
     run = asyncio.run if args.no_uvloop or uvloop is None else uvloop.run
-    coroutine = serve(args.host, args.port, args.txt or ["bench-value"])
+    rate_limit = UNREACHABLE if args.rate_limit == "unreachable" else None
+    coroutine = serve(args.host, args.port, args.txt or ["bench-value"], rate_limit)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, coroutine)

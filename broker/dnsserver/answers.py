@@ -1,4 +1,9 @@
-"""What the embedded zones say about one question, and that answer rendered to wire form."""
+"""What the embedded zones say about one question, and that answer rendered to wire form.
+
+A query of type ANY for a name that owns records is answered as RFC 8482 4.2 suggests:
+one synthesized HINFO record (CPU "RFC8482", OS ""), over UDP and TCP alike, so ANY
+cannot be used to amplify a reflection and tells nothing a typed query does not.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -21,6 +27,8 @@ _REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 _SERVED_CLASSES = frozenset({dns.rdataclass.IN, dns.rdataclass.ANY})
 _APEX_TYPES = frozenset({dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.ANY})
 MAX_TCP_MESSAGE = 65535
+ANY_HINFO_TTL = 3600
+_ANY_HINFO = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.HINFO, '"RFC8482" ""')
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,7 @@ def resolve(
         return _negative(zone, qname)
     rrsets = node.rrsets
     if qtype == dns.rdatatype.ANY:
-        return _positive(tuple(rrsets[t] for t in sorted(rrsets)))
+        return _minimal_any(qname)
     rrset = rrsets.get(qtype)
     if rrset is not None:
         return _positive((rrset,))
@@ -82,7 +90,7 @@ def _apex_only(
         node = zone.node(qname)
         assert node is not None
         if qtype == dns.rdatatype.ANY:
-            return _positive(tuple(node.rrsets[t] for t in sorted(node.rrsets)))
+            return _minimal_any(qname)
         return _positive((node.rrsets[qtype],))
     if qtype != dns.rdatatype.SOA:
         return REFUSED
@@ -91,6 +99,10 @@ def _apex_only(
         if zone is not None:
             return Resolution(dns.rcode.NOERROR, True, authority=(negative_soa(zone),))
     return REFUSED
+
+
+def _minimal_any(qname: dns.name.Name) -> Resolution:
+    return _positive((dns.rrset.from_rdata(qname, ANY_HINFO_TTL, _ANY_HINFO),))
 
 
 def _parents(name: dns.name.Name) -> list[dns.name.Name]:

@@ -149,7 +149,13 @@ class Responder:
     def answer(self, query: dns.message.Message) -> dns.message.Message:
         """The answer to a parsed query, as a message (which make_response signs with the
         query's key when it had one)."""
-        response = dns.message.make_response(query)
+        response = dns.message.make_response(query, our_payload=self._max_udp_payload)
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response
+        if query.edns > 0:
+            response.set_rcode(dns.rcode.BADVERS)
+            return response
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
             return response

@@ -12,6 +12,7 @@ import dns.rcode
 import dns.tsig
 import dns.update
 
+from broker.dnsserver.ratelimit import RateLimit, RateLimiter
 from broker.dnsserver.responder import Responder
 from broker.dnsserver.signed import SignedMessages
 from broker.dnsserver.tcp import TcpConnection
@@ -66,11 +67,13 @@ class DnsServer:
         signers: Signers | None = None,
         max_signed_in_flight: int = 64,
         apex_zones: Sequence[EmbeddedZone] = (),
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """``signers`` finds TSIG keys and applies UPDATEs (without, a signed message is
         FORMERR and an UPDATE NOTIMP); ``apex_zones`` are zones this server is not
         authoritative for but answers SOA and NS at the apex of (so RFC 2136 clients that
-        look for the primary by SOA find this server)."""
+        look for the primary by SOA find this server); ``rate_limit`` limits responses
+        over UDP per source network (None: no limit; the broker's config turns it on)."""
         _validate(max_udp_payload, tcp_idle_timeout, max_tcp_connections, answer_cache_size)
         self._listen = list(listen)
         self._responder = Responder(
@@ -90,8 +93,10 @@ class DnsServer:
                 fudge=signers.fudge,
                 report=signers.report,
                 refused=signers.refused,
+                max_udp_payload=max_udp_payload,
             )
             self._signed = SignedDispatcher(handler, max_signed_in_flight)
+        self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
         self._tcp_idle_timeout = tcp_idle_timeout
         self._max_tcp_connections = max_tcp_connections
         self._udp: list[UdpListener] = []
@@ -112,6 +117,14 @@ class DnsServer:
                     counts[transport, dns.rcode.Rcode.make(rcode).name] = count
         return counts
 
+    def rate_limited_counts(self) -> dict[str, int]:
+        """UDP responses withheld by the rate limit: ``dropped`` and ``slipped`` (sent as
+        a bare truncated answer instead)."""
+        limiter = self._limiter
+        if limiter is None:
+            return {"dropped": 0, "slipped": 0}
+        return {"dropped": limiter.dropped, "slipped": limiter.slipped}
+
     async def start(self) -> None:
         if self._udp or self._tcp:
             raise RuntimeError("DnsServer.start() called on a running server")
@@ -126,7 +139,9 @@ class DnsServer:
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            udp = UdpListener(await bind_udp(host, port), self._responder, self._signed)
+            udp = UdpListener(
+                await bind_udp(host, port), self._responder, self._signed, self._limiter
+            )
             bound_host, bound_port = udp.sockname()
             try:
                 tcp = await loop.create_server(

@@ -6,6 +6,9 @@ about 40 % faster than a DatagramProtocol, whose transport converts every peer a
 and buffers sends. Loops without ``add_reader`` (Windows' proactor) get the
 DatagramProtocol. A response that the socket cannot take at once is dropped; the client
 will retry, and memory stays bounded.
+
+With a ``RateLimiter``, each datagram is checked against its source network's bucket
+before it is answered (broker.dnsserver.ratelimit); the clock is read once per wake-up.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import logging
 import socket
 from typing import Any, cast
 
+from broker.dnsserver.ratelimit import SLIP, RateLimiter
 from broker.dnsserver.responder import SIGNED, Responder
 from broker.dnsserver.updates import SignedDispatcher
+from broker.dnsserver.wire import truncated_reply
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +53,16 @@ class UdpListener:
     UPDATEs go to ``signed``."""
 
     def __init__(
-        self, sock: socket.socket, responder: Responder, signed: SignedDispatcher | None = None
+        self,
+        sock: socket.socket,
+        responder: Responder,
+        signed: SignedDispatcher | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._sock = sock
         self._responder = responder
         self._signed = signed
+        self._limiter = limiter
         self._loop = asyncio.get_running_loop()
         self._reading = False
         self._protocol: _UdpProtocol | None = None
@@ -67,12 +77,15 @@ class UdpListener:
             self._reading = True
         except NotImplementedError:
             _, self._protocol = await self._loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self._responder, self._signed), sock=self._sock
+                lambda: _UdpProtocol(self._responder, self._signed, self._limiter),
+                sock=self._sock,
             )
 
     def _on_readable(self) -> None:
         recvfrom, sendto = self._sock.recvfrom, self._sock.sendto
         respond = self._responder.respond
+        check = None if self._limiter is None else self._limiter.check
+        now = self._loop.time()
         for _ in range(BATCH):
             try:
                 data, address = recvfrom(MAX_QUERY_SIZE)
@@ -81,13 +94,18 @@ class UdpListener:
             except OSError as exc:
                 logger.debug("UDP receive error: %s", exc)
                 continue
-            try:
-                response = respond(data, True)
-            except Exception:
-                logger.exception("internal error answering a UDP query from %s", address[0])
-                response = self._responder.fail(data, True)
+            if check is not None and (verdict := check(address[0], now)):
+                response = truncated_reply(data) if verdict == SLIP else None
+            else:
+                try:
+                    response = respond(data, True)
+                except Exception:
+                    logger.exception("internal error answering a UDP query from %s", address[0])
+                    response = self._responder.fail(data, True)
             if response is SIGNED and self._signed is not None:
-                self._signed.dispatch(data, address[0], functools.partial(self._reply, address))
+                self._signed.dispatch(
+                    data, address[0], functools.partial(self._reply, address), udp=True
+                )
             elif response is not None:
                 try:
                     sendto(response, address)
@@ -110,24 +128,32 @@ class UdpListener:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder, signed: SignedDispatcher | None) -> None:
+    def __init__(
+        self, responder: Responder, signed: SignedDispatcher | None, limiter: RateLimiter | None
+    ) -> None:
         self._responder = responder
         self._signed = signed
+        self._limiter = limiter
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
-        self._closed = asyncio.get_running_loop().create_future()
+        self._closed = self._loop.create_future()
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            response = self._responder.respond(data, True)
-        except Exception:
-            logger.exception("internal error answering a UDP query from %s", addr[0])
-            response = self._responder.fail(data, True)
+        limiter = self._limiter
+        if limiter is not None and (verdict := limiter.check(addr[0], self._loop.time())):
+            response = truncated_reply(data) if verdict == SLIP else None
+        else:
+            try:
+                response = self._responder.respond(data, True)
+            except Exception:
+                logger.exception("internal error answering a UDP query from %s", addr[0])
+                response = self._responder.fail(data, True)
         if response is SIGNED and self._signed is not None:
-            self._signed.dispatch(data, addr[0], functools.partial(self._send, addr))
+            self._signed.dispatch(data, addr[0], functools.partial(self._send, addr), udp=True)
         elif response is not None:
             self._send(addr, response)
 

@@ -1,6 +1,7 @@
 """Signed messages and UPDATEs are answered asynchronously (broker.dnsserver.signed):
 each one runs as a task this dispatcher owns, at most ``limit`` at once (beyond that the
-server answers REFUSED at once), and answers when it is done."""
+server answers REFUSED at once), and answers when it is done. ``udp`` tells the handler
+to keep its answer within the UDP size limits."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from broker.dnsserver.wire import header_only
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, str], Awaitable[bytes | None]]
+Handler = Callable[[bytes, str, bool], Awaitable[bytes | None]]
 Reply = Callable[[bytes], None]
 
 
@@ -24,17 +25,17 @@ class SignedDispatcher:
         self._limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def dispatch(self, data: bytes, source: str, reply: Reply) -> None:
+    def dispatch(self, data: bytes, source: str, reply: Reply, *, udp: bool = False) -> None:
         if len(self._tasks) >= self._limit:
             reply(header_only(data, dns.rcode.REFUSED))
             return
-        task = asyncio.get_running_loop().create_task(self._run(data, source, reply))
+        task = asyncio.get_running_loop().create_task(self._run(data, source, reply, udp))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, data: bytes, source: str, reply: Reply) -> None:
+    async def _run(self, data: bytes, source: str, reply: Reply, udp: bool) -> None:
         try:
-            response = await self._handler(data, source)
+            response = await self._handler(data, source, udp)
         except Exception:
             logger.exception("internal error answering a signed message from %s", source)
             response = header_only(data, dns.rcode.SERVFAIL)

@@ -62,6 +62,20 @@ def _with_opt(data: bytes, opt: int) -> SimpleQuery | None:
     return SimpleQuery(opt, int.from_bytes(data[opt + 3 : opt + 5]))
 
 
+def truncated_reply(data: bytes) -> bytes | None:
+    """A minimal TC=1 response telling the client to ask again over TCP (what a
+    rate-limited source gets now and then): the query's ID, opcode, RD and question (when
+    its shape is the common one), nothing else. None for a response or a runt."""
+    if len(data) < HEADER_SIZE or data[2] & 0x80:
+        return None
+    flags = 0x82 | (data[2] & 0x79)
+    query = parse_simple(data)
+    if query is None:
+        return bytes((data[0], data[1], flags, 0)) + bytes(8)
+    question = data[HEADER_SIZE : query.question_end]
+    return bytes((data[0], data[1], flags, 0, 0, 1, 0, 0, 0, 0, 0, 0)) + question
+
+
 def header_only(data: bytes, rcode: int) -> bytes:
     """A response echoing ID, opcode and RD, with ``rcode`` (< 16) and no sections."""
     flags = 0x80 | (data[2] & 0x79)
