@@ -163,6 +163,9 @@ class OneKey:
     def report(self, outcome: str) -> None:
         pass
 
+    def refused(self, source: str, key_name: str, why: str) -> None:
+        pass
+
 
 @pytest.fixture
 async def signed_client(provider: EmbeddedProvider) -> AsyncIterator[Client]:
