@@ -7,32 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from broker.audit import event
 from broker.auth import digest_token, issue_token, rotate_token
 from broker.store import AuditQuery, Store
-from broker.store.postgres import PostgresStore
-from broker.store.sqlite import SqliteStore
 from tests.broker.store.test_stores import _until, _until_changed
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store
-    if request.param == "sqlite":
-        opened = SqliteStore(tmp_path / "broker.db")
-    else:
-        opened = PostgresStore(request.getfixturevalue("postgres_url"), None)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_events_are_newest_first_filtered_and_paged_through_ties(store: Store):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,20 +29,6 @@ def challenge(value: str, *, at: float | None = None, lease: float = 600) -> Cha
         id=f"id-{value}", fqdn=FQDN, value=value, zone="example.test.", provider="embedded",
         owner="web1", created_at=now, expires_at=now + lease,
     )  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store
-    if request.param == "sqlite":
-        opened = SqliteStore(tmp_path / "broker.db")
-    else:
-        opened = PostgresStore(request.getfixturevalue("postgres_url"), None)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_a_live_value_is_stored_once_and_its_lease_only_grows(store: Store):
