@@ -31,13 +31,17 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
 
 
 class Served:
-    """A ``dns01-broker serve`` process; its log is read until it says where it listens."""
+    """A ``dns01-broker serve`` process; its log is read until it says where it listens,
+    then drained into ``log`` until it exits. An unread pipe would fill: the broker
+    would block writing its log, and once killed, ``wait()`` would never return, since
+    asyncio finishes a process only when its pipes are read to the end."""
 
     def __init__(self, process: asyncio.subprocess.Process, log: list[str]) -> None:
         self.process = process
         self.log = log
         self.http = ""
         self.dns = ("", 0)
+        self._drain: asyncio.Task[None] | None = None
 
     async def wait_ready(self) -> None:
         assert self.process.stderr is not None
@@ -49,13 +53,22 @@ class Served:
                 self.dns = (match.group(1), int(match.group(2)))
             if match := re.search(r"HTTP API listening on (https?://[^\s\"]+)", line):
                 self.http = match.group(1)
+        self._drain = asyncio.create_task(self._read_log())
+
+    async def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.log.append(line.decode())
 
     async def stop(self) -> int:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-        assert self.process.stderr is not None
-        rest = await asyncio.wait_for(self.process.stderr.read(), 15)
-        self.log.append(rest.decode())
+        if self._drain is not None:
+            await asyncio.wait_for(self._drain, 15)
+        else:
+            assert self.process.stderr is not None
+            rest = await asyncio.wait_for(self.process.stderr.read(), 15)
+            self.log.append(rest.decode())
         return await asyncio.wait_for(self.process.wait(), 15)
 
     async def txt(self, name: str) -> list[str]:
