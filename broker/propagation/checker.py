@@ -5,8 +5,11 @@ asks each address directly (RD=0). ``wait`` repeats rounds on a growing interval
 the policy is met or the deadline passes; within a ``wait`` a server seen serving the
 value is not asked again, and under ``quorum`` a round ends as soon as a majority has
 it. Queries for the same (address, port, name) in flight at once are shared by every
-caller. Recursive resolvers are asked only once the authoritative servers are ready:
-asking earlier would plant the very negative-cache entry the report warns about.
+caller, and the waits polling one address pace themselves together: each pauses at
+least (names polled on that address) / ``server_rate`` seconds, so a thousand waits on
+one server ask it some ``server_rate`` times a second rather than twenty thousand.
+Recursive resolvers are asked only once the authoritative servers are ready: asking
+earlier would plant the very negative-cache entry the report warns about.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import functools
 import logging
 import math
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -49,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 NO_SERVERS: Mapping[str, Sequence[tuple[str, int]]] = MappingProxyType({})
 _QueryKey = tuple[str, int, dns.name.Name, bool]
+_Polled = tuple[str, int, str]
+"""(address, port, name): one name a wait polls on one nameserver address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ class PropagationChecker:
         self._settings = settings
         self._check_resolvers = settings.check_resolver_addresses()
         self._queries: Coalescer[_QueryKey, _Observation] = Coalescer()
+        self._polling: dict[tuple[str, int], Counter[str]] = {}
         self._discovery = Discovery(
             resolvers=settings.resolver_addresses(),
             overrides=overrides,
@@ -142,29 +150,63 @@ class PropagationChecker:
         deadline = since[1] + limit
         interval = self._settings.first_interval
         result: _Round | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if result is not None and remaining <= 0:
-                result.error = _deadline_error(limit, result)
-                report = _report(result, False, (), since)
-                break
-            budget = min(self._settings.check_timeout, remaining)
-            result, ready, resolvers = await self._full_round(
-                fqdn, value, result, budget, early=True
-            )
-            report = _report(result, ready, resolvers, since)
-            if ready or result.permanent:
-                break
-            if on_update is not None:
-                on_update(report)
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(min(interval, remaining))
-                interval = min(self._settings.max_interval, interval * self._settings.backoff)
+        polling: set[_Polled] = set()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if result is not None and remaining <= 0:
+                    result.error = _deadline_error(limit, result)
+                    report = _report(result, False, (), since)
+                    break
+                budget = min(self._settings.check_timeout, remaining)
+                result, ready, resolvers = await self._full_round(
+                    fqdn, value, result, budget, early=True
+                )
+                report = _report(result, ready, resolvers, since)
+                if ready or result.permanent:
+                    break
+                if on_update is not None:
+                    on_update(report)
+                polling = self._poll(polling, result)
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    await asyncio.sleep(min(self._pause(interval, polling), remaining))
+                    interval = min(self._settings.max_interval, interval * self._settings.backoff)
+        finally:
+            self._poll(polling, None)
         if on_update is not None:
             on_update(report)
         _log_outcome(report)
         return report
+
+    def _poll(self, before: set[_Polled], result: _Round | None) -> set[_Polled]:
+        """Count one wait as polling the addresses of ``result`` not yet seen (none when
+        None) for its name instead of ``before``; returns them."""
+        now: set[_Polled] = set()
+        if result is not None:
+            now = {(s.address, s.port, result.fqdn) for s in result.states.values() if not s.seen}
+        for address, port, name in now - before:
+            self._polling.setdefault((address, port), Counter())[name] += 1
+        for address, port, name in before - now:
+            names = self._polling[address, port]
+            names[name] -= 1
+            if names[name] <= 0:
+                del names[name]
+                if not names:
+                    del self._polling[address, port]
+        return now
+
+    def _pause(self, interval: float, polling: set[_Polled]) -> float:
+        """The wait's own interval, or longer when waits poll many names on the same
+        address: at ``server_rate`` queries a second together, on average. The pause is
+        spread by the name, so waits for one name keep sharing their queries and waits for
+        different names that started together drift apart."""
+        sharing = max((len(self._polling[a, p]) for a, p, _ in polling), default=0)
+        paced = sharing / self._settings.server_rate
+        if paced <= interval:
+            return interval
+        name = next(iter(polling))[2]
+        return paced * (0.5 + zlib.crc32(name.encode()) / 0xFFFFFFFF)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -70,7 +70,9 @@ class PropagationSettings(BaseModel):
     most 50 ms plus 2 % of the time already waited after the last server serves the
     value, until the 1 s cap (reached after ~47 s). bench/propagation chose the values:
     with propagation delays up to 10 s, x1.02 keeps the p95 lateness under 250 ms where
-    x1.05 does not (BENCHMARKS.md, "Propagation").
+    x1.05 does not (BENCHMARKS.md, "Propagation"). Waits sharing a nameserver address
+    stretch their pauses so that together they ask it about ``server_rate`` times a second
+    at most (BENCHMARKS.md, "Scale and start-up").
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -90,6 +92,9 @@ class PropagationSettings(BaseModel):
     first_interval: float = Field(0.05, gt=0)
     max_interval: float = Field(1.0, gt=0)
     backoff: float = Field(1.02, ge=1.0, le=10.0)
+    server_rate: float = Field(200.0, gt=0)
+    """Queries a second that all waits together send one nameserver address, on average:
+    with more waits on it than ``server_rate * interval``, each polls it less often."""
     check_resolvers: ServerList = Field(default_factory=list)
     """Recursive resolvers asked (RD=1) once the authoritative servers are ready."""
     cache_size: int = Field(4096, ge=16, le=1_000_000)
