@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/propagation/bench.py --schedule 0.05,1.05,1
 	$(BIN)/python bench/issuance/bench.py
 	$(BIN)/python bench/replicas/bench.py
+	$(BIN)/python bench/scale/bench.py
 	$(BIN)/python bench/soak/soak.py --seconds $(SOAK_SECONDS)
 
 format: $(STAMP)

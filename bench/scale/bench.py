@@ -159,9 +159,13 @@ class Setup:
 
 async def cli(config: Path, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        BROKER, "--config", str(config), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        BROKER,
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate()
     if process.returncode != 0:
         raise RuntimeError(err.decode())
@@ -282,9 +286,14 @@ class Row:
 
 
 async def measure(
-    broker: Broker, client: Client, lag: LaggingSecondary, records: int, waiters: int,
-    probes: int, window: float,
-) -> Row:  # fmt: skip
+    broker: Broker,
+    client: Client,
+    lag: LaggingSecondary,
+    records: int,
+    waiters: int,
+    probes: int,
+    window: float,
+) -> Row:
     await asyncio.sleep(window / 4)  # settle
     cpu, queries, began = broker.cpu(), lag.queries, time.perf_counter()
     await asyncio.sleep(window)
@@ -322,8 +331,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fills: list[tuple[int, float]] = []
     try:
         empty, full = setup.config("empty"), setup.config("full")
-        token = await cli(full, "token", "create", "--name", "bench", "--allow", "*.example.test",
-                          "--allow", "*.lag.test")  # fmt: skip
+        token = await cli(
+            full,
+            "token",
+            "create",
+            "--name",
+            "bench",
+            "--allow",
+            "*.example.test",
+            "--allow",
+            "*.lag.test",
+        )
         await cli(empty, "token", "create", "--name", "bench", "--allow", "*.example.test")
         async with serving(setup, full) as broker:
             client = Client(broker, token)
@@ -332,16 +350,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for records in args.records:
                     fills.append((records - filled, await client.fill(filled, records)))
                     filled = records
-                    rows.append(await measure(broker, client, lag, records, 0, args.probes,
-                                              args.window))  # fmt: skip
+                    rows.append(
+                        await measure(broker, client, lag, records, 0, args.probes, args.window)
+                    )
                 for waiters in args.waiters:
                     if waiters == 0:
                         continue
                     tasks, names = start_waiters(client, waiters, str(waiters))
                     try:
                         await until_asked(lag, names, tasks)
-                        rows.append(await measure(broker, client, lag, filled, waiters,
-                                                  args.probes, args.window))  # fmt: skip
+                        rows.append(
+                            await measure(
+                                broker, client, lag, filled, waiters, args.probes, args.window
+                            )
+                        )
                         lag.release(names)
                         results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
                     finally:
@@ -350,8 +372,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await asyncio.gather(*tasks, return_exceptions=True)
                     if not all(r["propagation"]["ready"] for r in results):
                         raise RuntimeError("a waiter ended without its value ready")
-                    await asyncio.gather(*(client.call("/v1/cleanup", {"fqdn": n, "value": v}, 200)
-                                           for n, v in names.items()))  # fmt: skip
+                    await asyncio.gather(
+                        *(
+                            client.call("/v1/cleanup", {"fqdn": n, "value": v}, 200)
+                            for n, v in names.items()
+                        )
+                    )
             finally:
                 await client.close()
         starts: dict[str, list[float]] = {"empty": [], "full": []}
@@ -369,20 +395,33 @@ def report(
     rows: list[Row], fills: list[tuple[int, float]], starts: dict[str, list[float]]
 ) -> dict[str, Any]:
     base = rows[0]
-    print(f"{'records':>8} {'waiters':>8} {'RSS MiB':>8} {'CPU %':>6} {'lag q/s':>8} "
-          f"{'present p50/p95 ms':>19} {'x empty':>7} {'+wait p50/p95 ms':>17} {'x empty':>7}")  # fmt: skip
+    print(
+        f"{'records':>8} {'waiters':>8} {'RSS MiB':>8} {'CPU %':>6} {'lag q/s':>8} "
+        f"{'present p50/p95 ms':>19} {'x empty':>7} {'+wait p50/p95 ms':>17} {'x empty':>7}"
+    )
     table = []
     for row in rows:
         p50, p95 = ms(row.present, 0.5), ms(row.present, 0.95)
         w50, w95 = ms(row.present_wait, 0.5), ms(row.present_wait, 0.95)
         ratio, wait_ratio = p50 / ms(base.present, 0.5), w50 / ms(base.present_wait, 0.5)
-        print(f"{row.records:>8} {row.waiters:>8} {row.rss / 2**20:>8.1f} {100 * row.cpu:>6.1f} "
-              f"{row.lag_qps:>8.0f} {p50:>9.2f} /{p95:>7.2f} {ratio:>7.2f} "
-              f"{w50:>8.2f} /{w95:>6.2f} {wait_ratio:>7.2f}")  # fmt: skip
-        table.append({"records": row.records, "waiters": row.waiters, "rss": row.rss,
-                      "cpu": row.cpu, "lag_qps": row.lag_qps, "present_p50_ms": p50,
-                      "present_p95_ms": p95, "present_wait_p50_ms": w50,
-                      "present_wait_p95_ms": w95})  # fmt: skip
+        print(
+            f"{row.records:>8} {row.waiters:>8} {row.rss / 2**20:>8.1f} {100 * row.cpu:>6.1f} "
+            f"{row.lag_qps:>8.0f} {p50:>9.2f} /{p95:>7.2f} {ratio:>7.2f} "
+            f"{w50:>8.2f} /{w95:>6.2f} {wait_ratio:>7.2f}"
+        )
+        table.append(
+            {
+                "records": row.records,
+                "waiters": row.waiters,
+                "rss": row.rss,
+                "cpu": row.cpu,
+                "lag_qps": row.lag_qps,
+                "present_p50_ms": p50,
+                "present_p95_ms": p95,
+                "present_wait_p50_ms": w50,
+                "present_wait_p95_ms": w95,
+            }
+        )
     by_records = [r for r in rows if r.waiters == 0]
     by_waiters = [r for r in rows if r.waiters > 0 or r is by_records[-1]]
     per_record = slope([r.records for r in by_records], [r.rss for r in by_records])
@@ -393,16 +432,30 @@ def report(
     empty, full = statistics.median(starts["empty"]), statistics.median(starts["full"])
     records = by_records[-1].records
     restore_us = (full - empty) / records * 1e6 if records else 0.0
-    print(f"per live record: {per_record:.0f} B RSS; filled through the API at "
-          f"{fill_rate:.0f} presents/s")  # fmt: skip
-    print(f"per waiting client: {per_waiter:.0f} B RSS, {1000 * cpu_waiter:.3f} ms CPU/s, "
-          f"{qps_waiter:.2f} queries/s to the lagging server")  # fmt: skip
-    print(f"start to ready: empty store {1000 * empty:.0f} ms, {records} records "
-          f"{1000 * full:.0f} ms ({restore_us:.1f} us a record; median of "
-          f"{len(starts['full'])}: {' '.join(f'{1000 * s:.0f}' for s in starts['full'])} ms)")  # fmt: skip
-    return {"rows": table, "per_record_rss": per_record, "per_waiter_rss": per_waiter,
-            "per_waiter_cpu": cpu_waiter, "per_waiter_qps": qps_waiter, "fill_rate": fill_rate,
-            "start_empty": empty, "start_full": full, "starts": starts}  # fmt: skip
+    print(
+        f"per live record: {per_record:.0f} B RSS; filled through the API at "
+        f"{fill_rate:.0f} presents/s"
+    )
+    print(
+        f"per waiting client: {per_waiter:.0f} B RSS, {1000 * cpu_waiter:.3f} ms CPU/s, "
+        f"{qps_waiter:.2f} queries/s to the lagging server"
+    )
+    print(
+        f"start to ready: empty store {1000 * empty:.0f} ms, {records} records "
+        f"{1000 * full:.0f} ms ({restore_us:.1f} us a record; median of "
+        f"{len(starts['full'])}: {' '.join(f'{1000 * s:.0f}' for s in starts['full'])} ms)"
+    )
+    return {
+        "rows": table,
+        "per_record_rss": per_record,
+        "per_waiter_rss": per_waiter,
+        "per_waiter_cpu": cpu_waiter,
+        "per_waiter_qps": qps_waiter,
+        "fill_rate": fill_rate,
+        "start_empty": empty,
+        "start_full": full,
+        "starts": starts,
+    }
 
 
 def main() -> None:
