@@ -53,9 +53,11 @@ class ZoneRouter:
 
     def __init__(self, providers: Mapping[str, DnsProvider]) -> None:
         self._zones: dict[str, DnsProvider] = {}
+        self._by_name: dict[str, DnsProvider] = {}
         for provider in providers.values():
             for zone in provider.zones():
                 self._zones[zone] = provider
+                self._by_name.setdefault(provider.name, provider)
 
     def route(self, fqdn: str) -> Route:
         best = max((z for z in self._zones if is_subdomain(fqdn, z)), key=len, default=None)
@@ -68,7 +70,7 @@ class ZoneRouter:
         return list(self._zones)
 
     def provider(self, name: str) -> DnsProvider | None:
-        return next((p for p in self._zones.values() if p.name == name), None)
+        return self._by_name.get(name)
 
 
 class RRsetLocks:
