@@ -159,8 +159,13 @@ class Broker:
             self.metrics,
             delegation=self.delegation,
         )
+        began = time.perf_counter()
         restored = await self.service.restore()
-        log.info("restored %d live challenge record(s)", restored)
+        log.info(
+            "restored %d live challenge record(s) in %.3f s",
+            restored,
+            time.perf_counter() - began,
+        )
         await self._bootstrap_admin_token()
         zone = acmedns_zone(self.settings)
         if zone is not None:
