@@ -16,7 +16,9 @@ Everything runs on loopback and stops by itself:
   secondary then serves every value and each wait must end 201 with propagation ready);
 - present latency is sequential ``POST /v1/present`` of new names in example.test (the
   value is cleaned up after each, untimed), without and with ``"wait": true`` (ready at
-  once: one round against the broker's own listener);
+  once: one round against the broker's own listener), each probe taken in turn with one
+  on a second, idle broker with an empty store: the reference of every row is measured
+  in the same seconds, so the ratio holds on a machine whose other load comes and goes;
 - RSS is VmRSS of the broker process, CPU its utime+stime over a quiet window;
 - start-up is spawn to the first 200 of ``/readyz``, on an empty store and on the store
   holding the records, alternately, ``--starts`` times each.
@@ -235,19 +237,14 @@ class Client:
         await asyncio.gather(*(lane() for _ in range(BATCH)))
         return time.perf_counter() - began
 
-    async def probe(self, count: int, wait: bool, tag: str) -> list[float]:
-        """Seconds per present of a new name (cleaned up after, untimed)."""
-        times = []
-        for index in range(count):
-            body: dict[str, Any] = {
-                "domain": f"p{tag}-{index}.example.test",
-                "value": VALUE.format(index),
-            }
-            began = time.perf_counter()
-            await self.call("/v1/present", {**body, "wait": wait}, 201)
-            times.append(time.perf_counter() - began)
-            await self.call("/v1/cleanup", body, 200)
-        return times
+    async def probe_one(self, tag: str, wait: bool) -> float:
+        """Seconds for one present of a new name (cleaned up after, untimed)."""
+        body: dict[str, Any] = {"domain": f"p{tag}.example.test", "value": VALUE.format(0)}
+        began = time.perf_counter()
+        await self.call("/v1/present", {**body, "wait": wait}, 201)
+        elapsed = time.perf_counter() - began
+        await self.call("/v1/cleanup", body, 200)
+        return elapsed
 
 
 def start_waiters(
@@ -287,11 +284,14 @@ class Row:
     lag_qps: float  # queries a second the lagging secondary got
     present: list[float]
     present_wait: list[float]
+    empty_present: list[float]  # the same probes, interleaved, on the empty-store broker
+    empty_present_wait: list[float]
 
 
 async def measure(
     broker: Broker,
     client: Client,
+    reference: Client,
     lag: LaggingSecondary,
     records: int,
     waiters: int,
@@ -306,9 +306,17 @@ async def measure(
     lag_qps = (lag.queries - queries) / elapsed
     rss = broker.rss()
     tag = f"{records}-{waiters}"
-    present = await client.probe(probes, False, tag)
-    present_wait = await client.probe(probes, True, tag + "w")
-    return Row(records, waiters, rss, cpu, lag_qps, present, present_wait)
+    timed: dict[tuple[bool, bool], list[float]] = {}
+    for wait in (False, True):
+        for index in range(probes):
+            # one probe here, one on the empty store, in turn: the same moment's machine
+            for empty, on in ((False, client), (True, reference))[:: 1 if index % 2 else -1]:
+                label = f"{tag}{'w' if wait else ''}-{index}"
+                timed.setdefault((wait, empty), []).append(await on.probe_one(label, wait))
+    return Row(
+        records, waiters, rss, cpu, lag_qps,
+        timed[False, False], timed[True, False], timed[False, True], timed[True, True],
+    )  # fmt: skip
 
 
 def ms(values: list[float], q: float) -> float:
@@ -326,6 +334,7 @@ def slope(xs: list[int], ys: list[float]) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     setup = Setup(work, rate_limit=args.dns_rate_limit)
+    setup_empty = Setup(work, rate_limit=args.dns_rate_limit, lag_port=setup.lag_port)
     loop = asyncio.get_running_loop()
     lag = LaggingSecondary()
     transport, _ = await loop.create_datagram_endpoint(
@@ -334,7 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[Row] = []
     fills: list[tuple[int, float]] = []
     try:
-        empty, full = setup.config("empty"), setup.config("full")
+        empty, full = setup_empty.config("empty"), setup.config("full")
         token = await cli(
             full,
             "token",
@@ -346,16 +355,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "--allow",
             "*.lag.test",
         )
-        await cli(empty, "token", "create", "--name", "bench", "--allow", "*.example.test")
-        async with serving(setup, full) as broker:
-            client = Client(broker, token)
+        empty_token = await cli(
+            empty, "token", "create", "--name", "bench", "--allow", "*.example.test"
+        )
+        async with serving(setup, full) as broker, serving(setup_empty, empty) as idle:
+            client, reference = Client(broker, token), Client(idle, empty_token)
             try:
                 filled = 0
                 for records in args.records:
                     fills.append((records - filled, await client.fill(filled, records)))
                     filled = records
                     rows.append(
-                        await measure(broker, client, lag, records, 0, args.probes, args.window)
+                        await measure(
+                            broker, client, reference, lag, records, 0, args.probes, args.window
+                        )
                     )
                 for waiters in args.waiters:
                     if waiters == 0:
@@ -365,7 +378,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await until_asked(lag, names, tasks)
                         rows.append(
                             await measure(
-                                broker, client, lag, filled, waiters, args.probes, args.window
+                                broker,
+                                client,
+                                reference,
+                                lag,
+                                filled,
+                                waiters,
+                                args.probes,
+                                args.window,
                             )
                         )
                         lag.release(names)
@@ -384,10 +404,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
             finally:
                 await client.close()
+                await reference.close()
         starts: dict[str, list[float]] = {"empty": [], "full": []}
         for _ in range(args.starts):
-            for label, config in (("empty", empty), ("full", full)):
-                async with serving(setup, config) as broker:
+            for label, where, config in (("empty", setup_empty, empty), ("full", setup, full)):
+                async with serving(where, config) as broker:
                     starts[label].append(broker.ready_after)
     finally:
         transport.close()
@@ -398,20 +419,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(
     rows: list[Row], fills: list[tuple[int, float]], starts: dict[str, list[float]]
 ) -> dict[str, Any]:
-    base = rows[0]
     print(
-        f"{'records':>8} {'waiters':>8} {'RSS MiB':>8} {'CPU %':>6} {'lag q/s':>8} "
-        f"{'present p50/p95 ms':>19} {'x empty':>7} {'+wait p50/p95 ms':>17} {'x empty':>7}"
+        f"{'records':>7} {'waiters':>7} {'RSS MiB':>7} {'CPU %':>5} {'lag q/s':>7} "
+        f"{'present p50 p95 ms':>18} {'empty p50':>9} {'x':>5} "
+        f"{'+wait p50 p95 ms':>16} {'empty p50':>9} {'x':>5}"
     )
     table = []
     for row in rows:
-        p50, p95 = ms(row.present, 0.5), ms(row.present, 0.95)
+        p50, p95, e50 = ms(row.present, 0.5), ms(row.present, 0.95), ms(row.empty_present, 0.5)
         w50, w95 = ms(row.present_wait, 0.5), ms(row.present_wait, 0.95)
-        ratio, wait_ratio = p50 / ms(base.present, 0.5), w50 / ms(base.present_wait, 0.5)
+        ew50 = ms(row.empty_present_wait, 0.5)
         print(
-            f"{row.records:>8} {row.waiters:>8} {row.rss / 2**20:>8.1f} {100 * row.cpu:>6.1f} "
-            f"{row.lag_qps:>8.0f} {p50:>9.2f} /{p95:>7.2f} {ratio:>7.2f} "
-            f"{w50:>8.2f} /{w95:>6.2f} {wait_ratio:>7.2f}"
+            f"{row.records:>7} {row.waiters:>7} {row.rss / 2**20:>7.1f} {100 * row.cpu:>5.1f} "
+            f"{row.lag_qps:>7.0f} {p50:>9.2f} {p95:>8.2f} {e50:>9.2f} {p50 / e50:>5.2f} "
+            f"{w50:>8.2f} {w95:>7.2f} {ew50:>9.2f} {w50 / ew50:>5.2f}"
         )
         table.append(
             {
@@ -422,8 +443,10 @@ def report(
                 "lag_qps": row.lag_qps,
                 "present_p50_ms": p50,
                 "present_p95_ms": p95,
+                "empty_present_p50_ms": e50,
                 "present_wait_p50_ms": w50,
                 "present_wait_p95_ms": w95,
+                "empty_present_wait_p50_ms": ew50,
             }
         )
     by_records = [r for r in rows if r.waiters == 0]
