@@ -35,7 +35,13 @@ def test_defaults_poll_fast_at_first_and_wait_two_minutes() -> None:
     assert settings.policy == "all"
     assert (settings.timeout, settings.query_timeout, settings.check_timeout) == (120.0, 1.0, 5.0)
     assert (settings.first_interval, settings.backoff, settings.max_interval) == (0.05, 1.02, 1.0)
+    assert settings.server_rate == 200.0
     assert settings.check_resolvers == []
+
+
+def test_a_server_rate_of_zero_is_refused() -> None:
+    with pytest.raises(ValidationError, match="server_rate"):
+        PropagationSettings(server_rate=0)
 
 
 def test_zone_overrides_are_normalised_and_lists_may_be_comma_separated() -> None:
