@@ -18,6 +18,7 @@ async def handler(request: web.Request) -> web.Response:
 async def main(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/present", handler)
+    app.router.add_post("/v1/cleanup", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

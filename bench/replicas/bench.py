@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.peers import Postgres, free_dns_port, free_port  # noqa: E402 - the tests' helpers
 
 BROKER = str(Path(sys.executable).parent / "dns01-broker")
-LUA = Path(__file__).with_name("pairs.lua")
+LUA = Path(__file__).parents[1] / "present" / "pairs.lua"
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE{:03d}"
 
 

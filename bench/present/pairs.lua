@@ -1,12 +1,20 @@
--- present then cleanup of the same value, in turn on each connection: every pair is a
--- real insert and a real removal. BENCH_TOKEN authorizes *.example.test.
+-- present then cleanup of the same new value, the requests in turn across the connections:
+-- every pair is a real insert and a real removal. BENCH_TOKEN authorizes *.example.test;
+-- BENCH_DELAY_MS (if not 0) paces each connection: one request per that many milliseconds.
 local token = os.getenv("BENCH_TOKEN")
 local prefix = os.getenv("BENCH_PREFIX") or "p"
+local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local connections = 0
 
 setup = function(thread)
   connections = connections + 1
   thread:set("id", connections)
+end
+
+if pace > 0 then
+  delay = function()
+    return pace
+  end
 end
 
 local counter = 0
