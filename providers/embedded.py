@@ -28,12 +28,13 @@ from providers.faults import FaultSettings
 from providers.resilience import RetrySettings
 
 IN = dns.rdataclass.IN
-SOA, NS, TXT, A, AAAA = (
+SOA, NS, TXT, A, AAAA, CNAME = (
     dns.rdatatype.SOA,
     dns.rdatatype.NS,
     dns.rdatatype.TXT,
     dns.rdatatype.A,
     dns.rdatatype.AAAA,
+    dns.rdatatype.CNAME,
 )
 
 
@@ -275,6 +276,12 @@ class EmbeddedZone:
             rrsets[TXT] = txt
         return rrsets
 
+    def cname(self, key: str) -> str | None:
+        """The target of the CNAME at ``key`` (lower-case absolute text), if there is one."""
+        static = self._static.get(key)
+        rrset = None if static is None else static.get(CNAME)
+        return None if rrset is None else str(rrset[0].target).lower()
+
     def exists(self, name: dns.name.Name) -> bool:
         """True for owner names and for empty non-terminals (RFC 8020)."""
         return _key(name) in self._existing
@@ -297,6 +304,7 @@ class ZoneSet:
 
     def __init__(self, zones: Iterable[EmbeddedZone] = ()) -> None:
         self._zones: dict[dns.name.Name, EmbeddedZone] = {}
+        self._by_key: dict[str, EmbeddedZone] = {}
         self._subscribers: list[Callable[[], None]] = []
         for zone in zones:
             self.add_zone(zone)
@@ -304,6 +312,7 @@ class ZoneSet:
     def add_zone(self, zone: EmbeddedZone) -> None:
         zone.on_change = self.notify
         self._zones[zone.origin] = zone
+        self._by_key[_key(zone.origin)] = zone
         self.notify()
 
     def zones(self) -> list[EmbeddedZone]:
@@ -319,6 +328,16 @@ class ZoneSet:
             if current in (dns.name.root, dns.name.empty):
                 return None
             current = current.parent()
+
+    def find_key(self, key: str) -> EmbeddedZone | None:
+        """``find`` for a name as lower-case absolute text (no parsing on the API path)."""
+        while True:
+            zone = self._by_key.get(key)
+            if zone is not None or key == ".":
+                return zone
+            _, _, key = key.partition(".")
+            if not key:
+                return None
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """``callback`` runs (synchronously) after every change to any zone."""

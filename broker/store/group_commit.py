@@ -58,6 +58,13 @@ class GroupCommitWriter:
             self._conn.close()
             self._conn = None
 
+    def data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the loop's connection: it changes when any other
+        connection commits (never for this one's own commits); None when closed."""
+        if self._conn is None:
+            return None
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     async def write(self, write: Write) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
