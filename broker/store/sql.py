@@ -211,6 +211,17 @@ class SqlStore(Store):
         )
         return None if row is None else challenge_from_row(row)
 
+    async def end_live(
+        self, fqdn: str, value: str, state: ChallengeState, at: float
+    ) -> ChallengeRecord | None:
+        row = await self._modify_one(
+            "UPDATE challenges SET state = ?, ended_at = ?, intent = NULL "
+            "WHERE fqdn = ? AND value = ? AND state = 'present' "
+            f"RETURNING {CHALLENGE_COLUMNS}",
+            (state.value, at, fqdn, value),
+        )
+        return None if row is None else challenge_from_row(row)
+
     async def delete_challenge(self, challenge_id: str) -> None:
         await self._modify_count("DELETE FROM challenges WHERE id = ?", (challenge_id,))
 
