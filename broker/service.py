@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,6 +35,7 @@ from broker.errors import (
 )
 from broker.metrics import Metrics
 from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, Store
+from broker.values import new_record_id
 from providers.base import Change, DnsProvider, ProviderError
 from providers.resilience import CircuitOpenError
 
@@ -176,7 +176,7 @@ class ChallengeService:
         route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
-            id=secrets.token_urlsafe(12),
+            id=new_record_id(),
             fqdn=write_at,
             value=value,
             zone=route.zone,
