@@ -7,10 +7,10 @@ throughput it reached (wrk's ``delay``: a fixed pace per connection). Brokers ru
 ``dns01-broker serve`` on the embedded provider and a SQLite store, logging warnings
 only, with rate limits off (wrk sends thousands of requests a second with one token).
 
-    .venv/bin/python bench/present/bench.py                       # 3 rounds of 10 s, 64 connections
-    .venv/bin/python bench/present/bench.py --audit-off           # + a broker with audit.enabled = false
-    .venv/bin/python bench/present/bench.py --source /tmp/base    # + the broker of another checkout
-    .venv/bin/python bench/present/bench.py --quick               # 1 round of 2 s (CI)
+    .venv/bin/python bench/present/bench.py                 # 3 rounds of 10 s, 64 connections
+    .venv/bin/python bench/present/bench.py --audit-off     # + a broker with audit off
+    .venv/bin/python bench/present/bench.py --source DIR    # + the broker of another checkout
+    .venv/bin/python bench/present/bench.py --quick         # 1 round of 2 s (CI)
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ async def listening(url: str) -> None:
     raise RuntimeError(f"nothing listens at {url}")
 
 
-async def wrk(target: Target, seconds: float, connections: int, pace: float = 0) -> dict[str, float]:
+async def wrk(
+    target: Target, seconds: float, connections: int, pace: float = 0
+) -> dict[str, float]:
     """One wrk run; ``pace`` (requests/s over all connections, 0: as fast as it goes)."""
     env = {
         **os.environ,
@@ -170,10 +172,12 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         print(f"| {target.label} | {rate:,.0f} | {rate / bare:.2f} | {full_p99:.1f} ms | "
               f"{half} | {target.errors} |")  # fmt: skip
     print()
-    print("per round, ratio to bare: " + "; ".join(
-        f"{t.label} " + " ".join(f"{r / b:.2f}" for r, b in zip(t.rates, targets[0].rates, strict=True))
+    bare_rates = targets[0].rates
+    rounds = [
+        f"{t.label} " + " ".join(f"{r / b:.2f}" for r, b in zip(t.rates, bare_rates, strict=True))
         for t in targets[1:]
-    ))  # fmt: skip
+    ]
+    print("per round, ratio to bare: " + "; ".join(rounds))
 
 
 def cpu_model() -> str:
@@ -201,9 +205,9 @@ async def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-present-"))
     try:
         port = free_port()
+        bare_url = f"http://127.0.0.1:{port}"
         targets = [
-            Target("bare aiohttp", [sys.executable, str(BARE), str(port)],
-                   url=f"http://127.0.0.1:{port}"),  # fmt: skip
+            Target("bare aiohttp", [sys.executable, str(BARE), str(port)], url=bare_url),
             await broker(work, "broker", ROOT),
         ]
         if args.audit_off:
