@@ -1,5 +1,7 @@
 """The reference: a bare aiohttp handler that reads a JSON body and answers JSON, on the
-same event loop (uvloop when installed) and with access logging off, as the broker runs."""
+same event loop (uvloop when installed) and with access logging off, as the broker runs.
+It answers a present 201 with the challenge name, as the broker does, so pairs.lua
+cleans up after it too."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from aiohttp import web
 
 async def handler(request: web.Request) -> web.Response:
     body = json.loads(await request.read())
-    return web.json_response({"fqdn": body.get("domain"), "value": body.get("value")}, status=201)
+    fqdn = f"_acme-challenge.{body.get('domain')}."
+    status = 201 if request.path.endswith("/present") else 200
+    return web.json_response({"fqdn": fqdn, "value": body.get("value")}, status=status)
 
 
 async def main(port: int) -> None:

@@ -1,14 +1,16 @@
--- present then cleanup of the same new value, the requests in turn across the connections:
--- every pair is a real insert and a real removal. BENCH_TOKEN authorizes *.example.test;
--- BENCH_DELAY_MS (if not 0) paces each connection: one request per that many milliseconds.
+-- Present and cleanup pairs: each present is of a new value at a new name, and each value
+-- whose present was answered (201) is cleaned up by a later request, so every pair is a
+-- real insert and a real removal, never a cleanup racing its own present on another
+-- connection. BENCH_TOKEN authorizes *.example.test; BENCH_PREFIX keeps names of runs
+-- apart; BENCH_DELAY_MS (if not 0) paces each connection: one request per that many ms.
 local token = os.getenv("BENCH_TOKEN")
 local prefix = os.getenv("BENCH_PREFIX") or "p"
 local pace = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
-local connections = 0
+local threads = 0
 
 setup = function(thread)
-  connections = connections + 1
-  thread:set("id", connections)
+  threads = threads + 1
+  thread:set("id", threads)
 end
 
 if pace > 0 then
@@ -18,19 +20,34 @@ if pace > 0 then
 end
 
 local counter = 0
-local presenting = true
+local presented = {}  -- numbers whose present was answered, waiting for their cleanup
+local answered
 
 request = function()
-  if presenting then
-    counter = counter + 1
+  if not answered then
+    local name = (prefix .. (id or 0) .. "-"):gsub("%p", "%%%0")
+    answered = '"fqdn": ?"_acme%-challenge%.' .. name .. '(%d+)%.example%.test%."'
   end
-  local path = presenting and "/v1/present" or "/v1/cleanup"
-  presenting = not presenting
+  local number = table.remove(presented)
+  local path = "/v1/cleanup"
+  if not number then
+    counter = counter + 1
+    number, path = counter, "/v1/present"
+  end
   local body = string.format(
     '{"domain": "%s%d-%d.example.test", "value": "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjx%06d"}',
-    prefix, id or 0, counter, counter % 1000000)
+    prefix, id or 0, number, number % 1000000)
   return wrk.format("POST", path,
     {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}, body)
+end
+
+response = function(status, headers, body)
+  if status == 201 then
+    local number = body:match(answered)
+    if number then
+      table.insert(presented, tonumber(number))
+    end
+  end
 end
 
 done = function(summary, latency, requests)
