@@ -11,6 +11,9 @@ only, with rate limits off (wrk sends thousands of requests a second with one to
     .venv/bin/python bench/present/bench.py --audit-off     # + a broker with audit off
     .venv/bin/python bench/present/bench.py --source DIR    # + the broker of another checkout
     .venv/bin/python bench/present/bench.py --quick         # 1 round of 2 s (CI)
+
+The floor is the bare handler plus what no broker can skip: the bearer token's hash
+compared in constant time and one SQLite WAL write committed per request.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ async def run_round(targets: list[Target], seconds: float, connections: int) -> 
             target.rates.append(result["rps"])
             target.p99s.append(result["p99_ms"])
             target.errors += int(result["errors"])
-            if target.label != "bare aiohttp":
+            if target.token != "unused":
                 half = await wrk(target, seconds, connections, pace=result["rps"] / 2)
                 target.paced.append((half["rps"], half["p50_ms"], half["p99_ms"]))
                 target.errors += int(half["errors"])
@@ -206,8 +209,16 @@ async def main() -> int:
     try:
         port = free_port()
         bare_url = f"http://127.0.0.1:{port}"
+        floor_port = free_port()
+        floor = [sys.executable, str(BARE), str(floor_port), "--floor", str(work / "floor.db")]
         targets = [
             Target("bare aiohttp", [sys.executable, str(BARE), str(port)], url=bare_url),
+            Target(
+                "floor: bare + token hash + SQLite write",
+                [*floor, "floor-token"],
+                url=f"http://127.0.0.1:{floor_port}",
+                token="floor-token",
+            ),
             await broker(work, "broker", ROOT),
         ]
         if args.audit_off:

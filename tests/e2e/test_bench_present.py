@@ -27,7 +27,9 @@ async def test_the_present_benchmark_prints_its_table():
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()[-3000:]
     rows = {m["label"]: m for line in out.decode().splitlines() if (m := ROW.match(line))}
-    assert set(rows) == {"bare aiohttp", "broker"}, out.decode()
+    assert set(rows) == {"bare aiohttp", "floor: bare + token hash + SQLite write", "broker"}, (
+        out.decode()
+    )
     assert rows["bare aiohttp"]["ratio"] == "1.00"
     broker = rows["broker"]
     assert int(broker["rate"].replace(",", "")) > 0
