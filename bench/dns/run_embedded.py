@@ -48,6 +48,9 @@ class NoKeys:
     ) -> dns.rcode.Rcode:
         return dns.rcode.REFUSED
 
+    def refused(self, source: str, key_name: str, why: str) -> None:
+        """Nothing is audited here."""
+
     def report(self, outcome: str) -> None:
         pass
 
