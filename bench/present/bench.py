@@ -52,6 +52,8 @@ class Target:
     rates: list[float] = field(default_factory=list)
     p99s: list[float] = field(default_factory=list)
     paced: list[tuple[float, float, float]] = field(default_factory=list)
+    cpu_per_request: list[float] = field(default_factory=list)
+    """The server's CPU seconds (user + system) per request at full load."""
     errors: int = 0
 
 
@@ -137,7 +139,9 @@ async def run_round(targets: list[Target], seconds: float, connections: int) -> 
         )
         try:
             await listening(target.url)
+            before = cpu_seconds(process.pid)
             result = await wrk(target, seconds, connections)
+            target.cpu_per_request.append((cpu_seconds(process.pid) - before) / result["requests"])
             target.rates.append(result["rps"])
             target.p99s.append(result["p99_ms"])
             target.errors += int(result["errors"])
@@ -159,9 +163,9 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
     print(f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.rounds} round(s), "
           "present+cleanup pairs (requests/s counts each request)")  # fmt: skip
     print()
-    print("| server | req/s (median) | ratio to bare | p99 at full load | "
+    print("| server | req/s (median) | ratio to bare | CPU µs per request | p99 at full load | "
           "req/s at half load | p50 / p99 at half load | errors |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for target in targets:
         rate = statistics.median(target.rates)
         full_p99 = statistics.median(target.p99s)
@@ -172,8 +176,9 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
             half = f"{paced_rate:,.0f} | {p50:.1f} ms / {p99:.1f} ms"
         else:
             half = "- | -"
-        print(f"| {target.label} | {rate:,.0f} | {rate / bare:.2f} | {full_p99:.1f} ms | "
-              f"{half} | {target.errors} |")  # fmt: skip
+        cpu = statistics.median(target.cpu_per_request) * 1e6
+        print(f"| {target.label} | {rate:,.0f} | {rate / bare:.2f} | {cpu:.0f} | "
+              f"{full_p99:.1f} ms | {half} | {target.errors} |")  # fmt: skip
     print()
     bare_rates = targets[0].rates
     rounds = [
@@ -181,6 +186,13 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         for t in targets[1:]
     ]
     print("per round, ratio to bare: " + "; ".join(rounds))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat): per request, a
+    figure far less disturbed by other load on the machine than requests per second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:

@@ -13,8 +13,8 @@ from tests.support import ROOT, require_binary
 
 BENCH = ROOT / "bench" / "present" / "bench.py"
 ROW = re.compile(
-    r"^\| (?P<label>[^|]+) \| (?P<rate>[\d,]+) \| (?P<ratio>[\d.]+) \| [\d.]+ ms \| "
-    r"(?P<half>[^|]+) \| (?P<latency>[^|]+) \| (?P<errors>\d+) \|$"
+    r"^\| (?P<label>[^|]+) \| (?P<rate>[\d,]+) \| (?P<ratio>[\d.]+) \| (?P<cpu>\d+) \| "
+    r"[\d.]+ ms \| (?P<half>[^|]+) \| (?P<latency>[^|]+) \| (?P<errors>\d+) \|$"
 )
 
 
