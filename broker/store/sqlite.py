@@ -70,7 +70,9 @@ class SqliteStore(SqlStore):
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._reader = self._connect()
-        self._writer = GroupCommitWriter(self._connect)
+        self._writer = GroupCommitWriter(
+            self._connect, self.path.with_name(self.path.name + "-wal")
+        )
         try:
             await self._writer.start()
         except (OSError, sqlite3.Error) as exc:
