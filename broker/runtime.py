@@ -37,6 +37,7 @@ from broker.certificates import CertificateService
 from broker.config import ConfigError, Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
+from broker.dnsserver.workers import DnsWorkers
 from broker.dnsupdate import UpdateFace
 from broker.errors import (
     BrokerError,
@@ -103,7 +104,7 @@ class Broker:
         self.zone_set = ZoneSet()
         self.store = open_store(settings)
         self.providers: dict[str, DnsProvider] = {}
-        self.dns_server: DnsServer | None = None
+        self.dns_server: DnsServer | DnsWorkers | None = None
         self._runner: web.AppRunner | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self.service: ChallengeService | None = None
@@ -187,17 +188,7 @@ class Broker:
             if not await self.replica_sync.wait_loaded(self.settings.store.timeout):
                 log.warning("starting before the embedded zones could be loaded from the store")
         if self.settings.dns.enabled:
-            update = self.settings.dns.update
-            self.dns_server = DnsServer(
-                self.zone_set,
-                self.settings.dns.addresses,
-                max_udp_payload=self.settings.dns.max_udp_payload,
-                tcp_idle_timeout=self.settings.dns.tcp_idle_timeout,
-                signers=self._update_face() if update.enabled else None,
-                max_signed_in_flight=update.max_in_flight,
-                apex_zones=self._foreign_zones() if update.enabled else (),
-                rate_limit=self.settings.dns.rate_limit.limit(),
-            )
+            self.dns_server = self._dns_server()
             await self.dns_server.start()
             self.metrics.watch_dns(
                 self.dns_server.query_counts, self.dns_server.rate_limited_counts
@@ -232,6 +223,25 @@ class Broker:
             ],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+
+    def _dns_server(self) -> DnsServer | DnsWorkers:
+        dns_settings = self.settings.dns
+        update = dns_settings.update
+        options: dict[str, Any] = {
+            "max_udp_payload": dns_settings.max_udp_payload,
+            "tcp_idle_timeout": dns_settings.tcp_idle_timeout,
+            "signers": self._update_face() if update.enabled else None,
+            "max_signed_in_flight": update.max_in_flight,
+            "apex_zones": self._foreign_zones() if update.enabled else (),
+            "rate_limit": dns_settings.rate_limit.limit(),
+        }
+        count = dns_settings.worker_count
+        if count == 1:
+            return DnsServer(self.zone_set, dns_settings.addresses, **options)
+        log_settings = (self.settings.log.level, self.settings.log.format)
+        return DnsWorkers(
+            self.zone_set, dns_settings.addresses, count, log_settings=log_settings, **options
+        )
 
     def _update_face(self) -> UpdateFace:
         assert self.service is not None
@@ -373,6 +383,8 @@ class Broker:
 
     async def _dns_readiness(self) -> dict[str, Any]:
         assert self.dns_server is not None
+        if isinstance(self.dns_server, DnsWorkers):
+            return await self.dns_server.readiness()
         zones = self.zone_set.zones()
         if not zones:
             return {"ok": True, "detail": "no embedded zones"}
