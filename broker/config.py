@@ -164,6 +164,14 @@ class DnsSettings(_Section):
         ),
     )
 
+    reuseport: bool = Field(
+        False,
+        description=(
+            "with workers > 1: each worker binds its own sockets with SO_REUSEPORT (the "
+            "kernel spreads clients by address hash) instead of all sharing one"
+        ),
+    )
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int | str) -> int | str:

@@ -240,7 +240,12 @@ class Broker:
             return DnsServer(self.zone_set, dns_settings.addresses, **options)
         log_settings = (self.settings.log.level, self.settings.log.format)
         return DnsWorkers(
-            self.zone_set, dns_settings.addresses, count, log_settings=log_settings, **options
+            self.zone_set,
+            dns_settings.addresses,
+            count,
+            log_settings=log_settings,
+            reuseport=dns_settings.reuseport,
+            **options,
         )
 
     def _update_face(self) -> UpdateFace:

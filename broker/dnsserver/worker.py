@@ -1,7 +1,8 @@
 """One DNS worker process (``dns.workers`` > 1): the fast path on its own event loop.
 
 Started by broker.dnsserver.workers with a socketpair to the broker (its file
-descriptor is the only argument) and its share of the SO_REUSEPORT listeners. It serves
+descriptor is the only argument) and the listening sockets (shared with the other
+workers, or its own SO_REUSEPORT ones). It serves
 a mirror of the broker's embedded zones, kept in step by ``nodes`` messages, hands
 UPDATEs and TSIG-signed messages to the broker, and also answers on a loopback port of
 its own so that the broker can probe each worker. It stops on SIGTERM and when the

@@ -1,8 +1,13 @@
 """``dns.workers`` > 1: the DNS listeners served by worker processes.
 
-Each worker (broker.dnsserver.worker) gets its own UDP socket and listening TCP socket
-per listen address, all bound with SO_REUSEPORT, so the kernel spreads queries over
-the workers; the broker itself keeps none of them open. Every change to the embedded
+By default the broker binds one UDP socket and one listening TCP socket per listen
+address and hands the same sockets to every worker (broker.dnsserver.worker), as knot
+shares its sockets among its UDP workers: whichever worker is free reads the next
+query, however few clients there are, and queries wait in the socket while a worker
+restarts. With ``reuseport``, each worker binds its own pair with SO_REUSEPORT instead
+and the kernel spreads clients over them by a hash of their address and port (even
+with many clients, uneven with few; a dying worker loses what its socket held).
+Every change to the embedded
 zones is sent to every worker as the changed names' whole content (and the SOA serial)
 on the next turn of the event loop; a worker (re)started gets a snapshot of every zone
 before it binds. UPDATEs and TSIG-signed messages come back to the broker, which
@@ -78,6 +83,7 @@ class DnsWorkers:
         apex_zones: Sequence[EmbeddedZone] = (),
         rate_limit: RateLimit | None = None,
         log_settings: tuple[str, str] = ("INFO", "text"),
+        reuseport: bool = False,
     ) -> None:
         self._zones = zones
         self._listen_on = list(listen)
@@ -100,6 +106,9 @@ class DnsWorkers:
         self._workers = [_Worker(index) for index in range(count)]
         self._tasks: list[asyncio.Task[None]] = []
         self._addresses: list[tuple[str, int]] = []
+        self._reuseport = reuseport
+        self._shared: list[Pair] = []
+        self._spare: list[Pair] = []
         self._dirty: dict[EmbeddedZone, set[str]] = {}
         self._retired_answers: dict[tuple[str, str], int] = {}
         self._retired_limited: dict[str, int] = {}
@@ -117,14 +126,15 @@ class DnsWorkers:
     async def start(self) -> None:
         if self._tasks:
             raise RuntimeError("DnsWorkers.start() called while running")
-        first = [await _bind_first(host, port) for host, port in self._listen_on]
+        first = [await _bind_first(h, p, self._reuseport) for h, p in self._listen_on]
         self._addresses = [_address(udp) for udp, _ in first]
+        if self._reuseport:
+            self._spare = first
+        else:
+            self._shared = first
         for worker in self._workers:
-            pairs = first if worker.index == 0 else None
             self._tasks.append(
-                asyncio.create_task(
-                    self._supervise(worker, pairs), name=f"dns-worker-{worker.index}"
-                )
+                asyncio.create_task(self._supervise(worker), name=f"dns-worker-{worker.index}")
             )
         try:
             async with asyncio.timeout(READY_TIMEOUT):
@@ -135,17 +145,16 @@ class DnsWorkers:
             raise
         log.info("%d DNS workers serving %s", self._count, ", ".join(map(_format, self._addresses)))
 
-    async def _supervise(self, worker: _Worker, pairs: list[Pair] | None) -> None:
+    async def _supervise(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         delay = RESTART_DELAY
         while self._running():
             started = loop.time()
             try:
-                code = await self._run(worker, pairs)
+                code = await self._run(worker)
             except OSError as exc:
                 code = None
                 log.error("DNS worker %d could not start: %s", worker.index, exc)
-            pairs = None
             if not self._running():
                 return
             log.warning(
@@ -160,10 +169,19 @@ class DnsWorkers:
     def _running(self) -> bool:
         return not self._stopping
 
-    async def _run(self, worker: _Worker, pairs: list[Pair] | None) -> int | None:
+    async def _sockets(self) -> tuple[list[Pair], bool]:
+        """The listeners for a worker starting, and whether they are its own (to be
+        closed here once passed on)."""
+        if not self._reuseport:
+            return self._shared, False
+        if self._spare:
+            pairs, self._spare = self._spare, []
+            return pairs, True
+        return [await _bind(host, port, True) for host, port in self._addresses], True
+
+    async def _run(self, worker: _Worker) -> int | None:
         """Start ``worker`` and serve its channel until the process exits."""
-        if pairs is None:
-            pairs = [await _bind(host, port) for host, port in self._addresses]
+        pairs, own = await self._sockets()
         ours, theirs = socket.socketpair()
         try:
             fds = [theirs.fileno(), *(s.fileno() for pair in pairs for s in pair)]
@@ -176,9 +194,8 @@ class DnsWorkers:
             raise
         finally:
             theirs.close()
-            for pair in pairs:
-                for sock in pair:
-                    sock.close()
+            if own:
+                _close(pairs)
         worker.process, worker.pid = process, process.pid
         reader, writer = await asyncio.open_connection(sock=ours)
         config = {
@@ -306,6 +323,8 @@ class DnsWorkers:
             log.info("DNS workers stopped")
         if self._signed is not None:
             await self._signed.close()
+        _close(self._shared + self._spare)
+        self._shared, self._spare = [], []
         self._addresses = []
 
 
@@ -331,13 +350,21 @@ async def _probe(address: tuple[str, int], zone: EmbeddedZone | None) -> str | N
     return None
 
 
-async def _bind_first(host: str, port: int) -> Pair:
-    """The first worker's pair. Port 0 is first resolved to a port free for UDP and TCP
-    alike, found without SO_REUSEPORT: a port chosen with it could be one that another
-    process of the same user already serves with SO_REUSEPORT, and would be shared."""
+def _close(pairs: list[Pair]) -> None:
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+
+
+async def _bind_first(host: str, port: int, reuseport: bool) -> Pair:
+    """The first pair, on a port free for UDP and TCP alike when ``port`` is 0. With
+    ``reuseport``, that port is found without SO_REUSEPORT first: one chosen with it
+    could be a port another process of the same user serves with SO_REUSEPORT."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
         try:
-            return await _bind(host, port or await _free_port(host))
+            if reuseport and port == 0:
+                return await _bind(host, await _free_port(host), reuseport)
+            return await _bind(host, port, reuseport)
         except OSError:
             if port != 0 or attempt == PORT_ATTEMPTS:
                 raise
@@ -356,18 +383,18 @@ async def _free_port(host: str) -> int:
         return port
 
 
-async def _bind(host: str, port: int) -> Pair:
-    """A UDP socket and a listening TCP socket on ``host`` ``port`` (0: any), both with
-    SO_REUSEPORT so that every worker can bind its own."""
+async def _bind(host: str, port: int, reuseport: bool) -> Pair:
+    """A UDP socket and a listening TCP socket on ``host`` ``port`` (0: any); with
+    ``reuseport``, both with SO_REUSEPORT so that every worker can bind its own."""
     addresses = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )
     family, _, _, _, address = addresses[0]
-    udp = _reuseport_socket(family, socket.SOCK_DGRAM)
+    udp = _listener(family, socket.SOCK_DGRAM, reuseport)
     try:
         udp.bind(address)
         bound = (address[0], udp.getsockname()[1], *address[2:])
-        tcp = _reuseport_socket(family, socket.SOCK_STREAM)
+        tcp = _listener(family, socket.SOCK_STREAM, reuseport)
         try:
             tcp.bind(bound)
             tcp.listen(TCP_BACKLOG)
@@ -380,10 +407,11 @@ async def _bind(host: str, port: int) -> Pair:
     return udp, tcp
 
 
-def _reuseport_socket(family: int, kind: int) -> socket.socket:
+def _listener(family: int, kind: int, reuseport: bool) -> socket.socket:
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

@@ -78,10 +78,12 @@ async def readyz(session: aiohttp.ClientSession, served: Served) -> Any:
         return await response.json()
 
 
+@pytest.mark.parametrize("reuseport", [False, True], ids=["shared-sockets", "reuseport"])
 async def test_two_workers_serve_every_change_within_100_ms_and_one_killed_is_restarted(
-    tmp_path: Path, serve: list[Served], store_url: str | None
+    tmp_path: Path, serve: list[Served], store_url: str | None, reuseport: bool
 ):
-    config = write_config(tmp_path, store_url=store_url, state="var", dns_toml="workers = 2")
+    dns_toml = f"workers = 2\nreuseport = {str(reuseport).lower()}"
+    config = write_config(tmp_path, store_url=store_url, state="var", dns_toml=dns_toml)
     served = await start(config, serve)
     token = (tmp_path / "var" / "admin.token").read_text().strip()
     first = workers(served)
