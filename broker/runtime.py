@@ -388,23 +388,13 @@ class Broker:
 
     async def _dns_readiness(self) -> dict[str, Any]:
         assert self.dns_server is not None
-        if isinstance(self.dns_server, DnsWorkers):
-            return await self.dns_server.readiness()
         zones = self.zone_set.zones()
+        if isinstance(self.dns_server, DnsWorkers):
+            return await _workers_readiness(self.dns_server, zones)
         if not zones:
             return {"ok": True, "detail": "no embedded zones"}
-        host, port = self.dns_server.addresses[0]
-        query = dns.message.make_query(zones[0].origin, "SOA")
-        try:
-            answer = await dns.asyncquery.udp(query, host, port=port, timeout=READINESS_TIMEOUT)
-        except (dns.exception.DNSException, OSError) as exc:
-            return {"ok": False, "detail": f"{host} port {port}: {exc or type(exc).__name__}"}
-        if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
-            return {
-                "ok": False,
-                "detail": f"SOA query answered {dns.rcode.to_text(answer.rcode())}",
-            }
-        return {"ok": True}
+        problem = await _soa_problem(self.dns_server.addresses[0], zones[0])
+        return {"ok": True} if problem is None else {"ok": False, "detail": problem}
 
     async def _bootstrap_admin_token(self) -> None:
         if await self.store.count_tokens() > 0:
@@ -421,6 +411,40 @@ class Broker:
         if self.audit is not None:
             self.audit.record("broker", audit.TOKEN_CREATE, BOOTSTRAP_TOKEN_NAME, actor="broker")
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
+
+
+async def _soa_problem(address: tuple[str, int], zone: EmbeddedZone) -> str | None:
+    """What is wrong with the SOA answer at ``address``, or None when it is right."""
+    host, port = address
+    query = dns.message.make_query(zone.origin, "SOA")
+    try:
+        answer = await dns.asyncquery.udp(query, host, port=port, timeout=READINESS_TIMEOUT)
+    except (dns.exception.DNSException, OSError) as exc:
+        return f"{host} port {port}: {exc or type(exc).__name__}"
+    if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
+        return f"SOA query answered {dns.rcode.to_text(answer.rcode())}"
+    return None
+
+
+async def _workers_readiness(workers: DnsWorkers, zones: list[EmbeddedZone]) -> dict[str, Any]:
+    """Every DNS worker running and answering an SOA query on its probe port."""
+    pids, failing = [], []
+    for index, pid, probe in workers.probes():
+        if pid is None or probe is None:
+            failing.append(f"worker {index} not running")
+            continue
+        problem = None if not zones else await _soa_problem(probe, zones[0])
+        if problem is None:
+            pids.append(pid)
+        else:
+            failing.append(f"worker {index} (pid {pid}): {problem}")
+    check: dict[str, Any] = {
+        "ok": not failing,
+        "workers": {"configured": workers.count, "alive": len(pids), "pids": pids},
+    }
+    if failing:
+        check["detail"] = "; ".join(failing)
+    return check
 
 
 def make_provider(name: str, settings: Any, zone_set: ZoneSet) -> DnsProvider:

@@ -28,12 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.rcode
-
 from broker.dnsserver.channel import Message, nodes_message, read_message, write_message
 from broker.dnsserver.ratelimit import RateLimit
 from broker.dnsserver.responder import Responder
@@ -49,7 +43,6 @@ STOP_TIMEOUT = 5.0
 RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 5.0
 STABLE_AFTER = 10.0
-PROBE_TIMEOUT = 1.0
 PORT_ATTEMPTS = 10
 
 Pair = tuple[socket.socket, socket.socket]
@@ -282,26 +275,13 @@ class DnsWorkers:
                 counts[reason] = counts.get(reason, 0) + withheld
         return counts
 
-    async def readiness(self) -> dict[str, Any]:
-        """Every worker alive and answering an SOA query on its probe port."""
-        zones = self._zones.zones()
-        pids, failing = [], []
-        for worker in self._workers:
-            if worker.probe is None or worker.pid is None:
-                failing.append(f"worker {worker.index} not running")
-                continue
-            problem = await _probe(worker.probe, zones[0] if zones else None)
-            if problem is None:
-                pids.append(worker.pid)
-            else:
-                failing.append(f"worker {worker.index} (pid {worker.pid}): {problem}")
-        check: dict[str, Any] = {
-            "ok": not failing,
-            "workers": {"configured": self._count, "alive": len(pids), "pids": pids},
-        }
-        if failing:
-            check["detail"] = "; ".join(failing)
-        return check
+    def probes(self) -> list[tuple[int, int | None, tuple[str, int] | None]]:
+        """Each worker's index, pid and probe address (None while it is not ready)."""
+        return [(w.index, w.pid if w.probe is not None else None, w.probe) for w in self._workers]
+
+    @property
+    def count(self) -> int:
+        return self._count
 
     async def stop(self) -> None:
         self._stopping = True
@@ -334,20 +314,6 @@ def _answer_to(writer: asyncio.StreamWriter, request: int) -> Any:
         write_message(writer, {"t": "answer", "id": request, "data": data})
 
     return reply
-
-
-async def _probe(address: tuple[str, int], zone: EmbeddedZone | None) -> str | None:
-    host, port = address
-    query = dns.message.make_query(zone.origin if zone else ".", "SOA")
-    try:
-        answer = await dns.asyncquery.udp(query, host, port=port, timeout=PROBE_TIMEOUT)
-    except (dns.exception.DNSException, OSError) as exc:
-        return str(exc) or type(exc).__name__
-    if zone is not None and (
-        answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA
-    ):
-        return f"SOA query answered {dns.rcode.to_text(answer.rcode())}"
-    return None
 
 
 def _close(pairs: list[Pair]) -> None:
