@@ -36,7 +36,7 @@ def mirror(source: EmbeddedZone, target: EmbeddedZone, keys: list[str]) -> None:
     apply_nodes({ZONE: target}, message)
 
 
-def test_a_mirror_started_from_a_snapshot_and_kept_by_changes_answers_like_its_source():
+def test_a_mirror_started_from_a_snapshot_and_kept_by_changes_answers_like_its_source() -> None:
     source, worker = zone(), zone()
     source.add_txt(NAME, "one", 60)
     source.reserve("reg.auth.example.test.")
