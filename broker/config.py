@@ -160,7 +160,7 @@ class DnsSettings(_Section):
         description=(
             "processes serving the DNS listeners: 1 serves them in the broker's process; "
             "more start worker processes sharing them through SO_REUSEPORT; "
-            '"auto" or 0: one per CPU'
+            '"auto" or 0: one per CPU this process may run on'
         ),
     )
 
@@ -181,9 +181,10 @@ class DnsSettings(_Section):
 
     @property
     def worker_count(self) -> int:
-        """How many processes serve DNS (``auto`` and 0: os.cpu_count())."""
+        """How many processes serve DNS (``auto`` and 0: the CPUs this process may run
+        on; a CPU quota, such as a Kubernetes limit, is not counted)."""
         if self.workers in {"auto", 0}:
-            return os.cpu_count() or 1
+            return len(os.sched_getaffinity(0)) or 1
         return int(self.workers)
 
     @field_validator("listen")

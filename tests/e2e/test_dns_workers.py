@@ -20,7 +20,7 @@ import dns.rcode
 import pytest
 
 from tests.process import Served, start
-from tests.support import write_config
+from tests.support import OpenApi, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,14 +73,16 @@ async def call(session: aiohttp.ClientSession, served: Served, token: str, path:
         return await response.json()
 
 
-async def readyz(session: aiohttp.ClientSession, served: Served) -> Any:
+async def readyz(session: aiohttp.ClientSession, served: Served, openapi: OpenApi) -> Any:
     async with session.get(served.http + "/readyz") as response:
-        return await response.json()
+        body = await response.json()
+        openapi.check("get", "/readyz", response.status, body)
+        return body
 
 
 @pytest.mark.parametrize("reuseport", [False, True], ids=["shared-sockets", "reuseport"])
 async def test_two_workers_serve_every_change_within_100_ms_and_one_killed_is_restarted(
-    tmp_path: Path, serve: list[Served], store_url: str | None, reuseport: bool
+    tmp_path: Path, serve: list[Served], store_url: str | None, reuseport: bool, openapi: OpenApi
 ):
     dns_toml = f"workers = 2\nreuseport = {str(reuseport).lower()}"
     config = write_config(tmp_path, store_url=store_url, state="var", dns_toml=dns_toml)
@@ -90,7 +92,7 @@ async def test_two_workers_serve_every_change_within_100_ms_and_one_killed_is_re
     assert sorted(first) == [0, 1]
     probes = [probe for _, probe in first.values()]
     async with aiohttp.ClientSession() as session:
-        ready = await readyz(session, served)
+        ready = await readyz(session, served, openapi)
         assert ready["checks"]["dns"]["workers"] == {
             "configured": 2, "alive": 2, "pids": [first[0][0], first[1][0]]
         }  # fmt: skip
@@ -109,7 +111,7 @@ async def test_two_workers_serve_every_change_within_100_ms_and_one_killed_is_re
         pid, probe = workers(served)[0]
         assert any(f"(pid {killed}) exited with status -9" in line for line in served.log)
         assert await txt(probe) == ("NOERROR", [VALUE])  # started from a snapshot
-        ready = await readyz(session, served)
+        ready = await readyz(session, served, openapi)
         assert ready["checks"]["dns"]["workers"]["alive"] == 2
         assert pid in ready["checks"]["dns"]["workers"]["pids"]
 
