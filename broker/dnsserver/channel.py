@@ -26,14 +26,14 @@ MAX_FRAME = 64 * 1024 * 1024
 
 
 async def read_message(reader: asyncio.StreamReader) -> Message | None:
-    """The next message, or None at the end of the stream."""
+    """The next message, or None once the other end is gone."""
     try:
         (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
         if size > MAX_FRAME:
             raise ValueError(f"a worker channel frame of {size} bytes is over {MAX_FRAME}")
         body = await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
-        return None
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None  # the other end closed, or died with our messages unread
     message = json.loads(body)
     if not isinstance(message, dict):
         raise ValueError("a worker channel frame is not a JSON object")

@@ -2,10 +2,10 @@
 
 Started by broker.dnsserver.workers with a socketpair to the broker (its file
 descriptor is the only argument) and the listening sockets (shared with the other
-workers, or its own SO_REUSEPORT ones). It serves
-a mirror of the broker's embedded zones, kept in step by ``nodes`` messages, hands
-UPDATEs and TSIG-signed messages to the broker, and also answers on a loopback port of
-its own so that the broker can probe each worker. It stops on SIGTERM and when the
+workers, or its own SO_REUSEPORT ones). It serves a mirror of the broker's embedded
+zones, kept in step by ``nodes`` messages, hands UPDATEs and TSIG-signed messages to the
+broker, and also answers on a loopback port of its own so that the broker can probe
+each worker. It stops on SIGTERM and when the
 broker's end of the socketpair closes (the broker died).
 """
 
@@ -30,7 +30,7 @@ from broker.dnsserver.updates import Reply
 from broker.dnsserver.wire import header_only
 from providers.embedded import EmbeddedZone, EmbeddedZoneSettings, ZoneSet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("broker.dnsserver.worker")  # run as __main__
 
 PROBE_ADDRESS = ("127.0.0.1", 0)
 COUNTS_INTERVAL = 1.0
