@@ -1,9 +1,8 @@
 """``dns.workers`` > 1: the DNS listeners served by worker processes.
 
 By default the broker binds one UDP socket and one listening TCP socket per listen
-address and hands the same sockets to every worker (broker.dnsserver.worker), as knot
-shares its sockets among its UDP workers: whichever worker is free reads the next
-query, however few clients there are, and queries wait in the socket while a worker
+address and hands the same sockets to every worker (broker.dnsserver.worker):
+whichever worker is free reads the next query, however few clients there are, and queries wait in the socket while a worker
 restarts. With ``reuseport``, each worker binds its own pair with SO_REUSEPORT instead
 and the kernel spreads clients over them by a hash of their address and port (even
 with many clients, uneven with few; a dying worker loses what its socket held).
