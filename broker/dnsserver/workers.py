@@ -2,8 +2,8 @@
 
 By default the broker binds one UDP socket and one listening TCP socket per listen
 address and hands the same sockets to every worker (broker.dnsserver.worker):
-whichever worker is free reads the next query, however few clients there are, and queries wait in the socket while a worker
-restarts. With ``reuseport``, each worker binds its own pair with SO_REUSEPORT instead
+whichever worker is free reads the next query, however few clients there are, and
+queries wait in the socket while a worker restarts. With ``reuseport``, each worker binds its own pair with SO_REUSEPORT instead
 and the kernel spreads clients over them by a hash of their address and port (even
 with many clients, uneven with few; a dying worker loses what its socket held).
 Every change to the embedded
