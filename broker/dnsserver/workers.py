@@ -3,15 +3,15 @@
 By default the broker binds one UDP socket and one listening TCP socket per listen
 address and hands the same sockets to every worker (broker.dnsserver.worker):
 whichever worker is free reads the next query, however few clients there are, and
-queries wait in the socket while a worker restarts. With ``reuseport``, each worker binds its own pair with SO_REUSEPORT instead
-and the kernel spreads clients over them by a hash of their address and port (even
-with many clients, uneven with few; a dying worker loses what its socket held).
-Every change to the embedded
-zones is sent to every worker as the changed names' whole content (and the SOA serial)
-on the next turn of the event loop; a worker (re)started gets a snapshot of every zone
-before it binds. UPDATEs and TSIG-signed messages come back to the broker, which
-answers them as the in-process server does. A worker that exits is logged and started
-again (after 0.1 s, doubling up to 5 s while it keeps dying within 10 s of starting).
+queries wait in the socket while a worker restarts. With ``reuseport``, each worker
+binds its own pair with SO_REUSEPORT instead and the kernel spreads clients over them
+by a hash of their address and port (even with many clients, uneven with few; a dying
+worker loses what its socket held). Every change to the embedded zones is sent to
+every worker as the changed names' whole content (and the SOA serial) on the next turn
+of the event loop; a worker (re)started gets a snapshot of every zone before it binds.
+UPDATEs and TSIG-signed messages come back to the broker, which answers them as the
+in-process server does. A worker that exits is logged and started again (after 0.1 s,
+doubling up to 5 s while it keeps dying within 10 s of starting).
 """
 
 from __future__ import annotations
