@@ -57,9 +57,6 @@ class NoKeys:
     def report(self, outcome: str) -> None:
         pass
 
-    def refused(self, source: str, key_name: str, why: str) -> None:
-        pass
-
 
 async def serve(
     host: str,
