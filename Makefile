@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the test suite drives (real peers and servers); installed only as root.
 APT_PACKAGES ?= dnsutils curl openssl pebble lego certbot postgresql knot bind9 \
-	knot-dnsutils python3-certbot-dns-rfc2136
+	knot-dnsutils python3-certbot-dns-rfc2136 wrk
 LINT_PATHS := broker providers tests $(wildcard bench)
 # Debian packages the benchmarks drive (knot-dnsutils and bind9-dnsutils for knsupdate
 # and nsupdate, certbot's RFC 2136 plugin as a peer); installed only as root.
@@ -45,16 +45,26 @@ test: apt helm $(STAMP) lint
 	$(BIN)/pytest
 
 # Every benchmark of BENCHMARKS.md, each against its reference in the same run; the soak
-# runs SOAK_SECONDS (10 minutes; `make bench SOAK_SECONDS=60` for a quick look).
+# runs SOAK_SECONDS (10 minutes). `make bench QUICK=1` runs each briefly (a few minutes in
+# all: a smoke run that every script still works, not figures to record).
 SOAK_SECONDS ?= 600
+ifdef QUICK
+BENCH_ARGS_DNS := --seconds 2
+BENCH_ARGS_PRESENT := --quick
+BENCH_ARGS_PROPAGATION := --trials 5
+BENCH_ARGS_ISSUANCE := --trials 1
+BENCH_ARGS_REPLICAS := --trials 20 --seconds 2 --rounds 1
+BENCH_ARGS_SCALE := --quick
+SOAK_SECONDS := 15
+endif
 bench: $(STAMP)
 	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(BENCH_APT_PACKAGES)"
-	$(BIN)/python bench/dns/bench.py
-	bench/present/run.sh 10 32 3
-	$(BIN)/python bench/propagation/bench.py --schedule 0.05,1.05,1
-	$(BIN)/python bench/issuance/bench.py
-	$(BIN)/python bench/replicas/bench.py
-	$(BIN)/python bench/scale/bench.py
+	$(BIN)/python bench/dns/bench.py $(BENCH_ARGS_DNS)
+	$(BIN)/python bench/present/bench.py $(BENCH_ARGS_PRESENT)
+	$(BIN)/python bench/propagation/bench.py --schedule 0.05,1.05,1 $(BENCH_ARGS_PROPAGATION)
+	$(BIN)/python bench/issuance/bench.py $(BENCH_ARGS_ISSUANCE)
+	$(BIN)/python bench/replicas/bench.py $(BENCH_ARGS_REPLICAS)
+	$(BIN)/python bench/scale/bench.py $(BENCH_ARGS_SCALE)
 	$(BIN)/python bench/soak/soak.py --seconds $(SOAK_SECONDS)
 
 format: $(STAMP)

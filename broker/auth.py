@@ -282,7 +282,9 @@ def _trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in trusted)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_address(text: str | None) -> IPAddress | None:
+    """Cached: the same few peers call again and again (addresses are immutable)."""
     if not text:
         return None
     try:

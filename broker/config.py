@@ -37,6 +37,7 @@ from broker.values import Duration, Secret
 from providers import PROVIDER_TYPES, ProviderSettings, load_provider_type
 
 ENV_PREFIX = "DNS01_BROKER_"
+MAX_DNS_WORKERS = 256
 CONFIG_ENV = "DNS01_BROKER_CONFIG"
 TOKEN_ENV = "DNS01_BROKER_TOKEN"  # noqa: S105 - the variable's name; the CLI's token, not a setting
 NOT_SETTINGS = (CONFIG_ENV, TOKEN_ENV)
@@ -154,6 +155,37 @@ class DnsSettings(_Section):
     tcp_idle_timeout: Duration = 10.0
     update: DnsUpdateSettings = Field(default_factory=DnsUpdateSettings)
     rate_limit: DnsRateLimitSettings = Field(default_factory=DnsRateLimitSettings)
+    workers: int | Literal["auto"] = Field(
+        1,
+        description=(
+            "processes serving the DNS listeners: 1 serves them in the broker's process; "
+            "more start worker processes sharing them through SO_REUSEPORT; "
+            '"auto" or 0: one per CPU this process may run on'
+        ),
+    )
+
+    reuseport: bool = Field(
+        False,
+        description=(
+            "with workers > 1: each worker binds its own sockets with SO_REUSEPORT (the "
+            "kernel spreads clients by address hash) instead of all sharing one"
+        ),
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= MAX_DNS_WORKERS:
+            raise ValueError(f'workers must be within 0..{MAX_DNS_WORKERS}, or "auto"')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve DNS (``auto`` and 0: the CPUs this process may run
+        on; a CPU quota, such as a Kubernetes limit, is not counted)."""
+        if self.workers in {"auto", 0}:
+            return len(os.sched_getaffinity(0)) or 1
+        return int(self.workers)
 
     @field_validator("listen")
     @classmethod

@@ -19,9 +19,7 @@ from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 import dns.exception
-import dns.name
 import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 
 from broker.auth import Principal
@@ -93,12 +91,9 @@ class DelegationResolver:
 
     async def _cname(self, name: str) -> tuple[str | None, bool]:
         """The CNAME target at ``name`` (None: none), and whether it was read from DNS."""
-        wire_name = dns.name.from_text(name)
-        zone = self._zone_set.find(wire_name)
+        zone = self._zone_set.find_key(name)
         if zone is not None:
-            node = zone.node(wire_name)
-            cname = None if node is None else node.rrsets.get(dns.rdatatype.CNAME)
-            return (None if cname is None else str(cname[0].target).lower()), False
+            return zone.cname(name), False
         if any(is_subdomain(name, served) for served in self._served_zones()):
             return None, False
         return await self._lookup(name), True

@@ -37,6 +37,7 @@ from broker.certificates import CertificateService
 from broker.config import ConfigError, Settings, acmedns_zone
 from broker.delegation import DelegationResolver
 from broker.dnsserver import DnsServer
+from broker.dnsserver.workers import DnsWorkers
 from broker.dnsupdate import UpdateFace
 from broker.errors import (
     BrokerError,
@@ -103,7 +104,7 @@ class Broker:
         self.zone_set = ZoneSet()
         self.store = open_store(settings)
         self.providers: dict[str, DnsProvider] = {}
-        self.dns_server: DnsServer | None = None
+        self.dns_server: DnsServer | DnsWorkers | None = None
         self._runner: web.AppRunner | None = None
         self._reconciler_task: asyncio.Task[None] | None = None
         self.service: ChallengeService | None = None
@@ -192,17 +193,7 @@ class Broker:
             if not await self.replica_sync.wait_loaded(self.settings.store.timeout):
                 log.warning("starting before the embedded zones could be loaded from the store")
         if self.settings.dns.enabled:
-            update = self.settings.dns.update
-            self.dns_server = DnsServer(
-                self.zone_set,
-                self.settings.dns.addresses,
-                max_udp_payload=self.settings.dns.max_udp_payload,
-                tcp_idle_timeout=self.settings.dns.tcp_idle_timeout,
-                signers=self._update_face() if update.enabled else None,
-                max_signed_in_flight=update.max_in_flight,
-                apex_zones=self._foreign_zones() if update.enabled else (),
-                rate_limit=self.settings.dns.rate_limit.limit(),
-            )
+            self.dns_server = self._dns_server()
             await self.dns_server.start()
             self.metrics.watch_dns(
                 self.dns_server.query_counts, self.dns_server.rate_limited_counts
@@ -237,6 +228,30 @@ class Broker:
             ],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+
+    def _dns_server(self) -> DnsServer | DnsWorkers:
+        dns_settings = self.settings.dns
+        update = dns_settings.update
+        options: dict[str, Any] = {
+            "max_udp_payload": dns_settings.max_udp_payload,
+            "tcp_idle_timeout": dns_settings.tcp_idle_timeout,
+            "signers": self._update_face() if update.enabled else None,
+            "max_signed_in_flight": update.max_in_flight,
+            "apex_zones": self._foreign_zones() if update.enabled else (),
+            "rate_limit": dns_settings.rate_limit.limit(),
+        }
+        count = dns_settings.worker_count
+        if count == 1:
+            return DnsServer(self.zone_set, dns_settings.addresses, **options)
+        log_settings = (self.settings.log.level, self.settings.log.format)
+        return DnsWorkers(
+            self.zone_set,
+            dns_settings.addresses,
+            count,
+            log_settings=log_settings,
+            reuseport=dns_settings.reuseport,
+            **options,
+        )
 
     def _update_face(self) -> UpdateFace:
         assert self.service is not None
@@ -379,20 +394,12 @@ class Broker:
     async def _dns_readiness(self) -> dict[str, Any]:
         assert self.dns_server is not None
         zones = self.zone_set.zones()
+        if isinstance(self.dns_server, DnsWorkers):
+            return await _workers_readiness(self.dns_server, zones)
         if not zones:
             return {"ok": True, "detail": "no embedded zones"}
-        host, port = self.dns_server.addresses[0]
-        query = dns.message.make_query(zones[0].origin, "SOA")
-        try:
-            answer = await dns.asyncquery.udp(query, host, port=port, timeout=READINESS_TIMEOUT)
-        except (dns.exception.DNSException, OSError) as exc:
-            return {"ok": False, "detail": f"{host} port {port}: {exc or type(exc).__name__}"}
-        if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
-            return {
-                "ok": False,
-                "detail": f"SOA query answered {dns.rcode.to_text(answer.rcode())}",
-            }
-        return {"ok": True}
+        problem = await _soa_problem(self.dns_server.addresses[0], zones[0])
+        return {"ok": True} if problem is None else {"ok": False, "detail": problem}
 
     async def _bootstrap_admin_token(self) -> None:
         if await self.store.count_tokens() > 0:
@@ -409,6 +416,40 @@ class Broker:
         if self.audit is not None:
             self.audit.record("broker", audit.TOKEN_CREATE, BOOTSTRAP_TOKEN_NAME, actor="broker")
         log.info("no token existed: wrote a bootstrap admin token to %s (mode 0600)", path)
+
+
+async def _soa_problem(address: tuple[str, int], zone: EmbeddedZone) -> str | None:
+    """What is wrong with the SOA answer at ``address``, or None when it is right."""
+    host, port = address
+    query = dns.message.make_query(zone.origin, "SOA")
+    try:
+        answer = await dns.asyncquery.udp(query, host, port=port, timeout=READINESS_TIMEOUT)
+    except (dns.exception.DNSException, OSError) as exc:
+        return f"{host} port {port}: {exc or type(exc).__name__}"
+    if answer.rcode() != dns.rcode.NOERROR or not answer.flags & dns.flags.AA:
+        return f"SOA query answered {dns.rcode.to_text(answer.rcode())}"
+    return None
+
+
+async def _workers_readiness(workers: DnsWorkers, zones: list[EmbeddedZone]) -> dict[str, Any]:
+    """Every DNS worker running and answering an SOA query on its probe port."""
+    pids, failing = [], []
+    for index, pid, probe in workers.probes():
+        if pid is None or probe is None:
+            failing.append(f"worker {index} not running")
+            continue
+        problem = None if not zones else await _soa_problem(probe, zones[0])
+        if problem is None:
+            pids.append(pid)
+        else:
+            failing.append(f"worker {index} (pid {pid}): {problem}")
+    check: dict[str, Any] = {
+        "ok": not failing,
+        "workers": {"configured": workers.count, "alive": len(pids), "pids": pids},
+    }
+    if failing:
+        check["detail"] = "; ".join(failing)
+    return check
 
 
 def make_provider(name: str, settings: Any, zone_set: ZoneSet) -> DnsProvider:

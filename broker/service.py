@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,6 +35,7 @@ from broker.errors import (
 )
 from broker.metrics import Metrics
 from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, Store
+from broker.values import new_record_id
 from providers.base import Change, DnsProvider, ProviderError
 from providers.resilience import CircuitOpenError
 
@@ -178,7 +178,7 @@ class ChallengeService:
         route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
-            id=secrets.token_urlsafe(12),
+            id=new_record_id(),
             fqdn=write_at,
             value=value,
             zone=route.zone,
@@ -231,10 +231,18 @@ class ChallengeService:
         write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         async with self._hold(route.provider, write_at):
-            record = await self.store.live_challenge(write_at, value)
-            if record is None:
-                return None
-            return await self._end(route, record, ChallengeState.REMOVED, principal.name)
+            if _needs_marks(route.provider):
+                record = await self.store.live_challenge(write_at, value)
+                if record is None:
+                    return None
+                return await self._end(route, record, ChallengeState.REMOVED, principal.name)
+            ended = await self.store.end_live(
+                write_at, value, ChallengeState.REMOVED, self._clock()
+            )
+            if ended is not None:
+                await route.provider.remove_txt(ended.zone, ended.fqdn, ended.value)
+                self._ended(ended, principal.name)
+            return ended
 
     def holding(self, provider: str, fqdn: str) -> AbstractAsyncContextManager[None]:
         """This process's turn at one RRset (a replica reloading a name takes it too, so
@@ -369,10 +377,7 @@ class ChallengeService:
         """Remove a live value: marked first, then gone from the provider, then ended.
         A failure on the way leaves the mark, for a retried request or the leader. (A
         removal that cannot fail, from a zone the store rebuilds, needs no mark.)"""
-        capabilities = route.provider.capabilities
-        marked = record.intent is ChallengeIntent.REMOVE or not (
-            capabilities.keeps_records or capabilities.can_fail
-        )
+        marked = record.intent is ChallengeIntent.REMOVE or not _needs_marks(route.provider)
         if not marked and await self.store.intend(record.id, ChallengeIntent.REMOVE) is None:
             return None
         try:
@@ -381,13 +386,16 @@ class ChallengeService:
             raise _provider_failure(route.provider, exc) from exc
         ended = await self.store.end_challenge(record.id, state, self._clock())
         if ended is not None:
-            self.metrics.live_records.dec()
-            self.metrics.challenge_events.labels(state.value).inc()
-            log.info(
-                "challenge %s id=%s fqdn=%s owner=%s by=%s",
-                state.value, ended.id, ended.fqdn, ended.owner, actor,
-            )  # fmt: skip
+            self._ended(ended, actor)
         return ended
+
+    def _ended(self, ended: ChallengeRecord, actor: str) -> None:
+        self.metrics.live_records.dec()
+        self.metrics.challenge_events.labels(ended.state.value).inc()
+        log.info(
+            "challenge %s id=%s fqdn=%s owner=%s by=%s",
+            ended.state.value, ended.id, ended.fqdn, ended.owner, actor,
+        )  # fmt: skip
 
     async def _undo_add(self, route: Route, record: ChallengeRecord) -> None:
         """Take back a new value whose provider write failed: it may have landed all the
@@ -456,3 +464,10 @@ def _provider_failure(provider: DnsProvider, exc: ProviderError) -> ProviderFail
         retryable=exc.retryable,
         retry_after=exc.retry_after if isinstance(exc, CircuitOpenError) else None,
     )
+
+
+def _needs_marks(provider: DnsProvider) -> bool:
+    """Whether changes at ``provider`` take write-ahead marks: not for a zone rebuilt
+    from the store whose changes cannot fail half-way (the bare embedded zone)."""
+    capabilities = provider.capabilities
+    return capabilities.keeps_records or capabilities.can_fail

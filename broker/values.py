@@ -6,6 +6,7 @@ settings, so dependencies keep pointing one way.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
@@ -77,3 +78,26 @@ def resolve_secret(value: object) -> object:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+
+
+class RecordIds:
+    """Random record ids (12 bytes, URL-safe base64: 16 characters) from a pool of
+    ``os.urandom`` bytes refilled 4 KiB at a time: as unguessable as
+    ``secrets.token_urlsafe(12)``, without a system call per id on the present path."""
+
+    SIZE = 12
+    POOL = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        if self._at + self.SIZE > len(self._pool):
+            self._pool, self._at = os.urandom(self.POOL), 0
+        chunk = self._pool[self._at : self._at + self.SIZE]
+        self._at += self.SIZE
+        return base64.urlsafe_b64encode(chunk).decode("ascii")
+
+
+new_record_id = RecordIds()

@@ -8,6 +8,7 @@ cached answers).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,12 +29,13 @@ from providers.faults import FaultSettings
 from providers.resilience import RetrySettings
 
 IN = dns.rdataclass.IN
-SOA, NS, TXT, A, AAAA = (
+SOA, NS, TXT, A, AAAA, CNAME = (
     dns.rdatatype.SOA,
     dns.rdatatype.NS,
     dns.rdatatype.TXT,
     dns.rdatatype.A,
     dns.rdatatype.AAAA,
+    dns.rdatatype.CNAME,
 )
 
 
@@ -95,6 +97,17 @@ class EmbeddedSettings(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class NodeState:
+    """One owner name's content as plain data: static RRsets (type -> TTL and rdata
+    texts), TXT values and their TTL, and whether it is reserved."""
+
+    static: Mapping[int, tuple[int, list[str]]]
+    txt: list[str]
+    txt_ttl: int
+    reserved: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """The RRsets at one owner name, by type."""
 
@@ -114,7 +127,7 @@ class EmbeddedZone:
         self.origin = dns.name.from_text(settings.name)
         self._origin_key = settings.name
         self.serial = int(time.time()) & 0xFFFFFFFF
-        self.on_change: Callable[[], None] | None = None
+        self.on_change: Callable[[str], None] | None = None
         self._static: dict[str, dict[int, dns.rrset.RRset]] = {}
         self._txt: dict[str, list[str]] = {}
         self._txt_ttl: dict[str, int] = {}
@@ -223,7 +236,48 @@ class EmbeddedZone:
         self._nodes.pop(key, None)
         self._track_owner(key)
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(key)
+
+    def owner_keys(self) -> list[str]:
+        """Every name with records or reserved, as the keys ``node_state`` takes."""
+        return list(dict.fromkeys([*self._static, *self._txt, *self._reserved]))
+
+    def node_state(self, key: str) -> NodeState:
+        """What ``key`` holds, as plain data another process can ``load_node_state``."""
+        static = {
+            int(rdtype): (rrset.ttl, [rdata.to_text() for rdata in rrset])
+            for rdtype, rrset in self._static.get(key, {}).items()
+        }
+        return NodeState(
+            static, list(self._txt.get(key, ())), self._txt_ttl.get(key, 0), key in self._reserved
+        )
+
+    def load_node_state(self, key: str, state: NodeState) -> None:
+        """Make ``key`` hold exactly ``state`` (a mirror of another process's zone)."""
+        static = {
+            rdtype: dns.rrset.from_text_list(key, ttl, IN, dns.rdatatype.RdataType(rdtype), texts)
+            for rdtype, (ttl, texts) in state.static.items()
+        }
+        if static:
+            self._static[key] = static
+        else:
+            self._static.pop(key, None)
+        if state.txt:
+            self._txt[key], self._txt_ttl[key] = list(state.txt), state.txt_ttl
+        else:
+            self._txt.pop(key, None)
+            self._txt_ttl.pop(key, None)
+        if state.reserved:
+            self._reserved.add(key)
+        else:
+            self._reserved.discard(key)
+        self._changed(key)
+
+    def set_serial(self, serial: int) -> None:
+        """Serve ``serial`` in the SOA (a mirror keeps its source's serial)."""
+        self.serial = serial & 0xFFFFFFFF
+        self._soa = None
+        self._nodes.pop(self._origin_key, None)
 
     def _track_owner(self, key: str) -> None:
         owns = (
@@ -275,6 +329,12 @@ class EmbeddedZone:
             rrsets[TXT] = txt
         return rrsets
 
+    def cname(self, key: str) -> str | None:
+        """The target of the CNAME at ``key`` (lower-case absolute text), if there is one."""
+        static = self._static.get(key)
+        rrset = None if static is None else static.get(CNAME)
+        return None if rrset is None else str(rrset[0].target).lower()
+
     def exists(self, name: dns.name.Name) -> bool:
         """True for owner names and for empty non-terminals (RFC 8020)."""
         return _key(name) in self._existing
@@ -297,14 +357,27 @@ class ZoneSet:
 
     def __init__(self, zones: Iterable[EmbeddedZone] = ()) -> None:
         self._zones: dict[dns.name.Name, EmbeddedZone] = {}
+        self._by_key: dict[str, EmbeddedZone] = {}
         self._subscribers: list[Callable[[], None]] = []
+        self._name_watchers: list[Callable[[EmbeddedZone, str], None]] = []
         for zone in zones:
             self.add_zone(zone)
 
     def add_zone(self, zone: EmbeddedZone) -> None:
-        zone.on_change = self.notify
+        zone.on_change = functools.partial(self._zone_changed, zone)
         self._zones[zone.origin] = zone
+        self._by_key[_key(zone.origin)] = zone
         self.notify()
+
+    def _zone_changed(self, zone: EmbeddedZone, key: str) -> None:
+        for watcher in self._name_watchers:
+            watcher(zone, key)
+        self.notify()
+
+    def watch_names(self, callback: Callable[[EmbeddedZone, str], None]) -> None:
+        """``callback(zone, key)`` runs (synchronously) after every change to the name
+        ``key`` of ``zone``."""
+        self._name_watchers.append(callback)
 
     def zones(self) -> list[EmbeddedZone]:
         return list(self._zones.values())
@@ -319,6 +392,16 @@ class ZoneSet:
             if current in (dns.name.root, dns.name.empty):
                 return None
             current = current.parent()
+
+    def find_key(self, key: str) -> EmbeddedZone | None:
+        """``find`` for a name as lower-case absolute text (no parsing on the API path)."""
+        while True:
+            zone = self._by_key.get(key)
+            if zone is not None or key == ".":
+                return zone
+            _, _, key = key.partition(".")
+            if not key:
+                return None
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """``callback`` runs (synchronously) after every change to any zone."""

@@ -38,11 +38,16 @@ def require_binary(name: str) -> str:
 
 
 def write_config(
-    tmp_path: Path, extra_toml: str = "", *, state: str = "", store_url: str | None = None
+    tmp_path: Path,
+    extra_toml: str = "",
+    *,
+    state: str = "",
+    store_url: str | None = None,
+    dns_toml: str = "",
 ) -> Path:
     """A config file on ephemeral loopback ports, with the token file in
     ``tmp_path/state`` (which the broker creates), and the store there too unless
-    ``store_url`` names another."""
+    ``store_url`` names another; ``dns_toml`` goes into the ``[dns]`` table."""
     state_dir = tmp_path / state if state else tmp_path
     config = tmp_path / "broker.toml"
     config.write_text(
@@ -51,6 +56,7 @@ def write_config(
 listen = "127.0.0.1:0"
 [dns]
 listen = ["127.0.0.1:0"]
+{dns_toml}
 [store]
 url = "{store_url or f"sqlite:///{state_dir}/broker.db"}"
 [auth]

@@ -7,12 +7,16 @@ query file against each (with and without EDNS), prints queries/s and the ratio,
 stops both servers.
 
     .venv/bin/python bench/dns/bench.py [--seconds 10] [--knot-workers 1] [--no-pin]
-        [--rate-limit-cost ROUNDS]
+        [--rate-limit-cost ROUNDS] [--workers N] [--rounds R] [--edns-only]
 
 By default (with 2 or more CPUs) each server is pinned to the last CPU and dnsperf to
 the others with taskset, so a single-threaded server is compared with a knot using one
 UDP worker on one core. --no-pin --knot-workers 0 compares with knot's own defaults
 (one UDP worker per CPU) and the scheduler free to place everything.
+
+--workers N runs the embedded server with N DNS worker processes (``dns.workers``).
+--rounds R runs knot and the embedded server R times each, alternating, and reports
+the medians (a shared machine drifts). --edns-only runs only ``dnsperf -e``.
 
 The embedded server runs with its UDP rate limit on at a rate dnsperf never reaches
 (all its queries come from 127.0.0.1, which the default limit would throttle), so the
@@ -159,6 +163,11 @@ def dnsperf(
     return float(rate.group(1))
 
 
+def modes(args: argparse.Namespace) -> tuple[bool, ...]:
+    """Whether each dnsperf run sends EDNS."""
+    return (True,) if args.edns_only else (False, True)
+
+
 def machine() -> str:
     model = "unknown CPU"
     with suppress(OSError):
@@ -177,6 +186,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--profile", help="cProfile the embedded server into this file")
+    parser.add_argument("--workers", type=int, default=1, help="embedded DNS worker processes")
+    parser.add_argument("--reuseport", action="store_true", help="workers bind SO_REUSEPORT")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate knot/embedded R times")
+    parser.add_argument("--edns-only", action="store_true", help="only dnsperf -e")
     parser.add_argument(
         "--rate-limit-cost",
         type=int,
@@ -192,9 +205,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dns-bench-") as temp:
         print(f"machine: {machine()}")
         print(f"dnsperf -l {args.seconds} -c {args.clients} -q {args.outstanding}", end="; ")
-        print(f"knot udp-workers {args.knot_workers or 'default'}; pinned: {not args.no_pin}")
+        print(
+            f"knot udp-workers {args.knot_workers or 'default'}; pinned: {not args.no_pin}; "
+            f"embedded workers {args.workers} (reuseport: {args.reuseport}); "
+            f"rounds {args.rounds}; "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         rates = measure(Path(temp), args)
-    for edns in (False, True):
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for edns in modes(args):
         embedded, knot = rates["embedded", edns], rates["knot", edns]
         label = "EDNS0" if edns else "no EDNS"
         print(
@@ -224,11 +243,12 @@ def measure(temp: Path, args: argparse.Namespace) -> dict[tuple[str, bool], floa
     knot = [*server_prefix, "knotd", "-c", str(knot_dir / "knot.conf")]
     embedded = [*server_prefix, sys.executable, str(ROOT / "bench/dns/run_embedded.py")]
     embedded += ["--host", HOST, "--port", str(embedded_port), "--txt", TXT_VALUE]
+    embedded += ["--workers", str(args.workers), *(["--reuseport"] if args.reuseport else [])]
     if args.profile:
         embedded += ["--profile", str(Path(args.profile).resolve())]
     os.environ["PYTHONPATH"] = str(ROOT)
     runs: dict[tuple[str, bool], list[float]] = {}
-    servers = [("knot", knot, knot_port), ("embedded", embedded, embedded_port)]
+    servers = [("knot", knot, knot_port), ("embedded", embedded, embedded_port)] * args.rounds
     if args.rate_limit_cost:
         # with and without the limiter in turns, so drift on a shared machine hits both
         port = free_port()
@@ -238,7 +258,7 @@ def measure(temp: Path, args: argparse.Namespace) -> dict[tuple[str, bool], floa
         servers += turns * (args.rate_limit_cost - 1) + turns[:1]
     for name, command, port in servers:
         with running(command, name, port, temp / f"{name}.log"):
-            for edns in (False, True):
+            for edns in modes(args):
                 rate = dnsperf(port, queries, args, edns, client_prefix)
                 runs.setdefault((name, edns), []).append(rate)
                 print(

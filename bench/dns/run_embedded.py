@@ -1,7 +1,9 @@
 """Serve the embedded example.test zone on one loopback port until SIGTERM or SIGINT.
 
 Prints "<host> <port>" on stdout once listening; with --profile, writes cProfile stats
-of the whole run to the given file at exit.
+of the whole run to the given file at exit (of this process only: with --workers N > 1,
+profile the workers with py-spy). --workers N serves from N worker processes sharing
+the port through SO_REUSEPORT, as ``dns.workers = N`` does in the broker.
 
 dnsperf sends every query from 127.0.0.1, so the broker's default rate limit (1000
 responses/s per source network) would drop most of them. By default the limit is on at a
@@ -28,6 +30,7 @@ import dns.update
 
 from broker.dnsserver import DnsServer
 from broker.dnsserver.ratelimit import RateLimit
+from broker.dnsserver.workers import DnsWorkers
 from providers.embedded import EmbeddedProvider, EmbeddedSettings
 
 ZONE = "example.test."
@@ -48,15 +51,38 @@ class NoKeys:
     ) -> dns.rcode.Rcode:
         return dns.rcode.REFUSED
 
+    def refused(self, source: str, key_name: str, why: str) -> None:
+        """Nothing is audited here."""
+
     def report(self, outcome: str) -> None:
         pass
 
 
-async def serve(host: str, port: int, txt: list[str], rate_limit: RateLimit | None) -> None:
+async def serve(
+    host: str,
+    port: int,
+    txt: list[str],
+    rate_limit: RateLimit | None,
+    workers: int,
+    reuseport: bool,
+) -> None:
     provider = EmbeddedProvider("embedded", EmbeddedSettings())
     for value in txt:
         await provider.add_txt(ZONE, f"_acme-challenge.www.{ZONE}", value, 60)
-    server = DnsServer(provider.zone_set, [(host, port)], signers=NoKeys(), rate_limit=rate_limit)
+    server: DnsServer | DnsWorkers
+    if workers > 1:
+        server = DnsWorkers(
+            provider.zone_set,
+            [(host, port)],
+            workers,
+            signers=NoKeys(),
+            rate_limit=rate_limit,
+            reuseport=reuseport,
+        )
+    else:
+        server = DnsServer(
+            provider.zone_set, [(host, port)], signers=NoKeys(), rate_limit=rate_limit
+        )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,9 +93,9 @@ async def serve(host: str, port: int, txt: list[str], rate_limit: RateLimit | No
     try:
         await stop.wait()
     finally:
+        await server.stop()
         counts = {f"{t}/{r}": n for (t, r), n in server.query_counts().items() if n}
         print(f"answered: {counts}; limited: {server.rate_limited_counts()}", file=sys.stderr)
-        await server.stop()
 
 
 def main() -> None:
@@ -80,10 +106,15 @@ def main() -> None:
     parser.add_argument("--profile", help="write cProfile stats here")
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument("--rate-limit", choices=["unreachable", "off"], default="unreachable")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="DNS worker processes (dns.workers); 1: in-process"
+    )
+    parser.add_argument("--reuseport", action="store_true", help="dns.reuseport (workers)")
     args = parser.parse_args()
     run = asyncio.run if args.no_uvloop or uvloop is None else uvloop.run
     rate_limit = UNREACHABLE if args.rate_limit == "unreachable" else None
-    coroutine = serve(args.host, args.port, args.txt or ["bench-value"], rate_limit)
+    txt = args.txt or ["bench-value"]
+    coroutine = serve(args.host, args.port, txt, rate_limit, args.workers, args.reuseport)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, coroutine)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.peers import Postgres, free_dns_port, free_port  # noqa: E402 - the tests' helpers
 
 BROKER = str(Path(sys.executable).parent / "dns01-broker")
-LUA = Path(__file__).with_name("pairs.lua")
+LUA = Path(__file__).parents[1] / "present" / "pairs.lua"
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjE{:03d}"
 
 
@@ -151,6 +151,64 @@ async def wrk(replicas: list[Replica], token: str, seconds: int, connections: in
     return f"{pairs:8.0f} pairs/s  errors={errors}  worst p99={p99:.1f} ms"
 
 
+async def statements_per_request(
+    cluster: Postgres, server: str, work: Path, count: int
+) -> tuple[float, float, list[float]]:
+    """Statements the replica sends to PostgreSQL per present and per cleanup, counted in
+    the server's own statement log (``log_statement = all`` on a database of its own)
+    between two marker queries; plus the present latencies of that run."""
+    url = await _database(server, "trips")
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute("ALTER DATABASE bench_trips SET log_statement = 'all'")
+    finally:
+        await admin.close()
+    assert cluster.directory is not None
+    log = cluster.directory / "log"
+    async with replicas(work, url, 1, "trips") as ((replica,), token):
+        await _one_kind(replica, token, 20, "present", "warm")  # pools and caches filled
+        marks = await asyncpg.connect(url)
+        try:
+            spans = []
+            for operation in ("present", "cleanup"):
+                await marks.execute(f"SELECT 'bench-mark-{operation}-start'")
+                times = await _one_kind(replica, token, count, operation)
+                await marks.execute(f"SELECT 'bench-mark-{operation}-end'")
+                spans.append((operation, times))
+        finally:
+            await marks.close()
+    text = log.read_text(errors="replace")
+    counts = []
+    for operation, _ in spans:
+        inside = text.split(f"bench-mark-{operation}-start", 1)[1].split(
+            f"bench-mark-{operation}-end", 1
+        )[0]
+        statements = len(re.findall(r"LOG:  (?:statement|execute [^:]*):", inside))
+        counts.append(statements / count)
+    return counts[0], counts[1], spans[0][1]
+
+
+async def _one_kind(
+    replica: Replica, token: str, count: int, operation: str, prefix: str = "t"
+) -> list[float]:
+    """Seconds per request: ``count`` presents (or cleanups) of new values, in turn."""
+    times = []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for index in range(count):
+            body = {"domain": f"{prefix}{index}.example.test", "value": VALUE.format(index % 1000)}
+            started = time.perf_counter()
+            async with session.post(f"{replica.http}/v1/{operation}", json=body) as response:
+                assert response.status in (200, 201), await response.text()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def latency(times: list[float]) -> str:
+    ms = sorted(t * 1000 for t in times)
+    return f"median {statistics.median(ms):.2f} ms  p99 {ms[int(0.99 * (len(ms) - 1))]:.2f} ms"
+
+
 def summary(delays: list[float]) -> str:
     ms = sorted(d * 1000 for d in delays)
     p95 = ms[int(0.95 * (len(ms) - 1))]
@@ -184,6 +242,19 @@ async def main() -> None:
         ):
             print("present on one replica -> answered by the other's DNS:",
                   summary(await visibility(args.trials, a, b, token)))  # fmt: skip
+        if cluster is not None:
+            per_present, per_cleanup, pg_times = await statements_per_request(
+                cluster, server, work, args.trials
+            )
+            print(f"statements sent to PostgreSQL: {per_present:.2f} per present, "
+                  f"{per_cleanup:.2f} per cleanup (background work included)")  # fmt: skip
+            async with replicas(work, f"sqlite:///{work}/latency.db", 1, "lat") as (
+                (replica,),
+                token,
+            ):
+                sqlite_times = await _one_kind(replica, token, args.trials, "present")
+            print(f"present latency, one client: PostgreSQL {latency(pg_times)}; "
+                  f"SQLite {latency(sqlite_times)}")  # fmt: skip
         for round_ in range(1, args.rounds + 1):
             for label, count, url in (
                 ("sqlite, 1 replica", 1, f"sqlite:///{work}/round{round_}.db"),

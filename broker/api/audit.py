@@ -87,16 +87,16 @@ def _record(request: web.Request, started: float, status: int, code: str) -> Non
         if status not in (401, 403):
             return
         face_action = ("api", audit.ACCESS)
-        default_target = f"{request.method} {template}"
+        target = request.get(AUDIT_TARGET) or f"{request.method} {template}"
     else:
-        default_target = "/".join(request.match_info.values()) or audit.UNKNOWN
+        target = request.get(AUDIT_TARGET) or "/".join(request.match_info.values())
     principal = request.get(PRINCIPAL)
     actor = request.get(AUDIT_ACTOR) or (audit.UNKNOWN if principal is None else principal.name)
     face, action = face_action
     ctx.audit.record(
         face,
         action,
-        request.get(AUDIT_TARGET, default_target),
+        target or audit.UNKNOWN,
         actor=actor,
         source=source_address(request)(),
         result=audit.OK if 200 <= status < 300 else code,

@@ -7,7 +7,9 @@
   ``Retry-After`` at once, so a flood never queues without bound.
 - The body is read here, within ``body_timeout`` and ``client_max_size``, for every face
   (native, acme-dns, httpreq): a body that dribbles in is refused with 408 and the
-  connection closed, before a handler or the store sees the request.
+  connection closed, before a handler or the store sees the request. A body that came
+  whole with the head (nearly every one) is left to the handler: no timer needed, and
+  ``client_max_size`` still bounds it when read.
 
 The buckets are hand-written rather than taken from the ``limits`` library: its memory
 storage keeps every key until a background timer thread expires it and has no cap, while
@@ -170,7 +172,7 @@ async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     limits = request.app[LIMITS_KEY]
     limits.charge_address(request)
     with limits.slot():
-        if request.body_exists:
+        if request.body_exists and not request.content.is_eof():
             try:
                 async with asyncio.timeout(limits.body_timeout):
                     await request.read()

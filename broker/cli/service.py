@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from typing import Any
@@ -83,6 +84,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await broker.start()
+        # What start-up built (modules, settings, the zones restored) lives as long as the
+        # process: frozen out of the collector, so its full passes do not rescan it.
+        gc.collect()
+        gc.freeze()
         try:
             await stop.wait()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from broker.dnsserver.responder import Responder
 from broker.dnsserver.signed import SignedMessages
 from broker.dnsserver.tcp import TcpConnection
 from broker.dnsserver.udp import UdpListener, bind_udp
-from broker.dnsserver.updates import SignedDispatcher
+from broker.dnsserver.updates import Dispatcher, SignedDispatcher
 from providers.embedded import EmbeddedZone, ZoneSet
 
 logger = logging.getLogger(__name__)
@@ -68,12 +69,15 @@ class DnsServer:
         max_signed_in_flight: int = 64,
         apex_zones: Sequence[EmbeddedZone] = (),
         rate_limit: RateLimit | None = None,
+        forward: Dispatcher | None = None,
     ) -> None:
         """``signers`` finds TSIG keys and applies UPDATEs (without, a signed message is
         FORMERR and an UPDATE NOTIMP); ``apex_zones`` are zones this server is not
         authoritative for but answers SOA and NS at the apex of (so RFC 2136 clients that
         look for the primary by SOA find this server); ``rate_limit`` limits responses
-        over UDP per source network (None: no limit; the broker's config turns it on)."""
+        over UDP per source network (None: no limit; the broker's config turns it on);
+        ``forward`` takes the UPDATEs and signed messages instead of ``signers`` (a DNS
+        worker process hands them to the main process)."""
         _validate(max_udp_payload, tcp_idle_timeout, max_tcp_connections, answer_cache_size)
         self._listen = list(listen)
         self._responder = Responder(
@@ -81,21 +85,14 @@ class DnsServer:
             max_udp_payload,
             answer_cache_size,
             apex={z.origin: z for z in apex_zones},
-            signed_elsewhere=signers is not None,
+            signed_elsewhere=signers is not None or forward is not None,
         )
         zones.subscribe(self._responder.clear)
-        self._signed: SignedDispatcher | None = None
+        self._signed: Dispatcher | None = forward
         if signers is not None:
-            handler = SignedMessages(
-                signers.key,
-                signers.apply,
-                self._responder.answer,
-                fudge=signers.fudge,
-                report=signers.report,
-                refused=signers.refused,
-                max_udp_payload=max_udp_payload,
+            self._signed = signed_dispatcher(
+                signers, self._responder, max_udp_payload, max_signed_in_flight
             )
-            self._signed = SignedDispatcher(handler, max_signed_in_flight)
         self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
         self._tcp_idle_timeout = tcp_idle_timeout
         self._max_tcp_connections = max_tcp_connections
@@ -135,6 +132,19 @@ class DnsServer:
             await self.stop()
             raise
         logger.info("DNS server listening on %s", ", ".join(map(_format, self._addresses)))
+
+    async def adopt(self, sockets: Sequence[tuple[socket.socket, socket.socket]]) -> None:
+        """Also serve on bound (UDP, listening TCP) socket pairs made elsewhere: a DNS
+        worker's share of SO_REUSEPORT listeners."""
+        loop = asyncio.get_running_loop()
+        for udp_sock, tcp_sock in sockets:
+            udp_sock.setblocking(False)
+            tcp_sock.setblocking(False)
+            udp = UdpListener(udp_sock, self._responder, self._signed, self._limiter)
+            self._udp.append(udp)
+            self._tcp.append(await loop.create_server(self._accept, sock=tcp_sock))
+            await udp.start()
+            self._addresses.append(udp.sockname())
 
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -185,6 +195,22 @@ class DnsServer:
             await self._signed.close()
         self._addresses = []
         logger.info("DNS server stopped")
+
+
+def signed_dispatcher(
+    signers: Signers, responder: Responder, max_udp_payload: int, limit: int
+) -> SignedDispatcher:
+    """Answers signed messages and UPDATEs with ``signers``, at most ``limit`` at once."""
+    handler = SignedMessages(
+        signers.key,
+        signers.apply,
+        responder.answer,
+        fudge=signers.fudge,
+        report=signers.report,
+        refused=signers.refused,
+        max_udp_payload=max_udp_payload,
+    )
+    return SignedDispatcher(handler, limit)
 
 
 def _validate(

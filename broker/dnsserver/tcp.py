@@ -7,7 +7,7 @@ import logging
 from typing import cast
 
 from broker.dnsserver.responder import SIGNED, Responder
-from broker.dnsserver.updates import SignedDispatcher
+from broker.dnsserver.updates import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class TcpConnection(asyncio.Protocol):
         registry: set[TcpConnection],
         limit: int,
         idle_timeout: float,
-        signed: SignedDispatcher | None = None,
+        signed: Dispatcher | None = None,
     ) -> None:
         self._responder = responder
         self._signed = signed

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from broker.dnsserver.ratelimit import SLIP, RateLimiter
 from broker.dnsserver.responder import SIGNED, Responder
-from broker.dnsserver.updates import SignedDispatcher
+from broker.dnsserver.updates import Dispatcher
 from broker.dnsserver.wire import truncated_reply
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class UdpListener:
         self,
         sock: socket.socket,
         responder: Responder,
-        signed: SignedDispatcher | None = None,
+        signed: Dispatcher | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         self._sock = sock
@@ -129,7 +129,7 @@ class UdpListener:
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, responder: Responder, signed: SignedDispatcher | None, limiter: RateLimiter | None
+        self, responder: Responder, signed: Dispatcher | None, limiter: RateLimiter | None
     ) -> None:
         self._responder = responder
         self._signed = signed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import dns.rcode
 
@@ -17,6 +18,14 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str, bool], Awaitable[bytes | None]]
 Reply = Callable[[bytes], None]
+
+
+class Dispatcher(Protocol):
+    """Where the listeners hand the messages the responder does not answer itself."""
+
+    def dispatch(self, data: bytes, source: str, reply: Reply, *, udp: bool = False) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class SignedDispatcher:

@@ -228,6 +228,13 @@ class Store(ABC):
         """Mark a live record removed or expired; None when it was not live."""
 
     @abstractmethod
+    async def end_live(
+        self, fqdn: str, value: str, state: ChallengeState, at: float
+    ) -> ChallengeRecord | None:
+        """``live_challenge`` and ``end_challenge`` in one statement, for a removal that
+        needs no mark; None when no such value was live."""
+
+    @abstractmethod
     async def delete_challenge(self, challenge_id: str) -> None:
         """Forget a record entirely (undoing a present whose provider write failed)."""
 

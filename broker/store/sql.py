@@ -8,6 +8,8 @@ write and read back rows, write and count rows — and the statements that diffe
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from broker.errors import ConflictError
 from broker.store.base import (
@@ -72,6 +74,11 @@ def audit_filter(query: AuditQuery) -> tuple[str, Row]:
 
 
 class SqlStore(Store):
+    _token_writes = 0
+    """Writes to tokens running now (``_changing_tokens``)."""
+    _token_version: int | None = None
+    """What a store that caches the token generation keys it by (None: read it again)."""
+
     @abstractmethod
     async def _select(self, sql: str, params: Row = ()) -> list[Row]:
         """Rows of a read."""
@@ -84,6 +91,17 @@ class SqlStore(Store):
     async def _modify_count(self, sql: str, params: Row = ()) -> int:
         """How many rows a write changed."""
 
+    @contextmanager
+    def _changing_tokens(self) -> Iterator[None]:
+        """Around a write to tokens: while one runs and once it is done, a store that
+        caches the token generation reads it again."""
+        self._token_writes += 1
+        try:
+            yield
+        finally:
+            self._token_writes -= 1
+            self._token_version = None
+
     async def _select_one(self, sql: str, params: Row = ()) -> Row | None:
         rows = await self._select(sql, params)
         return rows[0] if rows else None
@@ -95,7 +113,8 @@ class SqlStore(Store):
     async def create_token(self, token: TokenRecord) -> None:
         sql = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ({_values(TOKEN_COLUMNS)})"
         try:
-            await self._modify_count(sql, token_row(token))
+            with self._changing_tokens():
+                await self._modify_count(sql, token_row(token))
         except DuplicateRowError:
             raise ConflictError(
                 f"a token named {token.name!r} (or a TSIG key of that name) already exists: "
@@ -119,21 +138,24 @@ class SqlStore(Store):
         return [token_from_row(row) for row in rows]
 
     async def revoke_token(self, name: str, at: float) -> TokenRecord | None:
-        row = await self._modify_one(
-            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
-            f"RETURNING {TOKEN_COLUMNS}",
-            (at, name),
-        )
+        with self._changing_tokens():
+            row = await self._modify_one(
+                "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL "
+                f"RETURNING {TOKEN_COLUMNS}",
+                (at, name),
+            )
         return None if row is None else token_from_row(row)
 
     async def rotate_token(self, name: str, rotated: TokenRecord) -> TokenRecord | None:
         try:
-            row = await self._modify_one(
-                "UPDATE tokens SET digest = ?, tsig_name = ?, tsig_algorithm = ?, tsig_secret = ? "
-                f"WHERE name = ? AND key = ? AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}",
-                (rotated.digest, rotated.tsig_name, rotated.tsig_algorithm, rotated.tsig_secret,
-                 name, rotated.key),
-            )  # fmt: skip
+            with self._changing_tokens():
+                row = await self._modify_one(
+                    "UPDATE tokens SET digest = ?, tsig_name = ?, tsig_algorithm = ?, "
+                    "tsig_secret = ? WHERE name = ? AND key = ? AND revoked_at IS NULL "
+                    f"RETURNING {TOKEN_COLUMNS}",
+                    (rotated.digest, rotated.tsig_name, rotated.tsig_algorithm,
+                     rotated.tsig_secret, name, rotated.key),
+                )  # fmt: skip
         except DuplicateRowError:
             raise ConflictError(
                 f"another live token has a TSIG key named {rotated.tsig_name!r}: revoke it first"
@@ -186,6 +208,17 @@ class SqlStore(Store):
             "UPDATE challenges SET state = ?, ended_at = ?, intent = NULL "
             f"WHERE id = ? AND state = 'present' RETURNING {CHALLENGE_COLUMNS}",
             (state.value, at, challenge_id),
+        )
+        return None if row is None else challenge_from_row(row)
+
+    async def end_live(
+        self, fqdn: str, value: str, state: ChallengeState, at: float
+    ) -> ChallengeRecord | None:
+        row = await self._modify_one(
+            "UPDATE challenges SET state = ?, ended_at = ?, intent = NULL "
+            "WHERE fqdn = ? AND value = ? AND state = 'present' "
+            f"RETURNING {CHALLENGE_COLUMNS}",
+            (state.value, at, fqdn, value),
         )
         return None if row is None else challenge_from_row(row)
 

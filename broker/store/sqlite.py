@@ -58,6 +58,7 @@ class SqliteStore(SqlStore):
         self._reader: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._leadership = FileLeadership(path.with_name(path.name + ".leader"))
+        self._token_generation: int | None = None
 
     async def open(self) -> None:
         try:
@@ -69,7 +70,9 @@ class SqliteStore(SqlStore):
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._reader = self._connect()
-        self._writer = GroupCommitWriter(self._connect)
+        self._writer = GroupCommitWriter(
+            self._connect, self.path.with_name(self.path.name + "-wal")
+        )
         try:
             await self._writer.start()
         except (OSError, sqlite3.Error) as exc:
@@ -152,8 +155,16 @@ class SqliteStore(SqlStore):
         await self._write(lambda conn: conn.executemany(_ADD_AUDIT_EVENT, rows).rowcount)
 
     async def token_generation(self) -> int | None:
-        row = await self._select_one("SELECT value FROM generations WHERE name = 'tokens'")
-        return None if row is None else int(row[0])
+        """Read again only when another connection (the CLI, say) committed since the
+        last read, or this process is writing or wrote a token: SQLite's data version of
+        the writer's connection moves with every commit but its own, and costs no page
+        read."""
+        version = None if self._writer is None else self._writer.data_version()
+        if version is None or version != self._token_version or self._token_writes:
+            row = await self._select_one("SELECT value FROM generations WHERE name = 'tokens'")
+            self._token_generation = None if row is None else int(row[0])
+            self._token_version = version
+        return self._token_generation
 
     def leadership(self) -> Leadership:
         return self._leadership

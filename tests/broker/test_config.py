@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,23 @@ def test_own_cas_are_named_tables_with_a_directory_url(tmp_path):
     messages = dict(caught.value.problems)
     assert "directory URL" in messages["acme.cas.step.directory"]
     assert "unknown setting" in messages["acme.cas.step.size"]
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        (None, 1),
+        ("2", 2),
+        ("auto", len(os.sched_getaffinity(0))),
+        ("0", len(os.sched_getaffinity(0))),
+    ],
+)
+def test_dns_workers_default_to_one_and_auto_counts_the_usable_cpus(value, count):
+    env = {} if value is None else {"DNS01_BROKER_DNS__WORKERS": value}
+    assert load_settings(None, env).dns.worker_count == count
+
+
+@pytest.mark.parametrize("value", ["-1", "257", "many"])
+def test_a_dns_worker_count_out_of_range_is_refused(value):
+    with pytest.raises(ConfigError, match=r"dns\.workers"):
+        load_settings(None, {"DNS01_BROKER_DNS__WORKERS": value})

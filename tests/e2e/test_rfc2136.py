@@ -17,12 +17,24 @@ from broker.config import load_settings
 from broker.store import ChallengeRecord, ChallengeState
 from tests.peers import Pebble, run, verify_chain
 from tests.providers.aws import MotoServer, route53_config
-from tests.support import Running, require_binary, write_config
+from tests.support import Running, require_binary, write_config, write_settings
 
 pytestmark = pytest.mark.timeout(240)
 
 VALUE = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
 NAME = "_acme-challenge.www.example.test."
+
+
+WORKERS = pytest.mark.parametrize(
+    "running", [1, 2], indirect=True, ids=["in-process", "2-dns-workers"]
+)
+"""With 2 DNS workers, an UPDATE reaches a worker, which hands it to the broker."""
+
+
+@pytest.fixture
+async def running(start_broker, tmp_path: Path, request: pytest.FixtureRequest) -> Running:
+    workers = str(getattr(request, "param", 1))
+    return await start_broker(write_settings(tmp_path, DNS01_BROKER_DNS__WORKERS=workers))
 
 
 async def tsig_key(running: Running, name: str, scopes: list[str]) -> str:
@@ -47,6 +59,7 @@ async def client(tool: str, running: Running, key: str | None, *commands: str) -
     return process.returncode, out.decode()
 
 
+@WORKERS
 @pytest.mark.parametrize("tool", ["nsupdate", "knsupdate"])
 async def test_a_real_client_adds_and_deletes_values_with_a_tokens_key(running: Running, tool: str):
     key = await tsig_key(running, "web1", ["www.example.test"])
@@ -85,6 +98,7 @@ async def test_a_real_client_is_refused_what_it_may_not_do_and_nothing_changes(
     assert await running.txt(NAME) == ("NXDOMAIN", [])
 
 
+@WORKERS
 async def test_certbot_dns_rfc2136_issues_a_wildcard_and_apex_certificate(
     running: Running, pebble: Pebble, tmp_path: Path
 ):
