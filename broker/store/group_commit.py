@@ -30,6 +30,7 @@ Write = Callable[[sqlite3.Connection], Any]
 Batch = list[tuple[Write, "asyncio.Future[Any]"]]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 CHECKPOINT_EVERY = 1000
+TRUNCATE_WAIT = 0.05
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 """Past this size the WAL is checkpointed in full and truncated. Passive checkpoints never
 catch up with writes that never pause, so without this the file grows for as long as
@@ -131,12 +132,17 @@ class GroupCommitWriter:
 
     async def _run_checkpoint(self) -> None:
         def checkpoint() -> None:
-            mode = "TRUNCATE" if self._wal_size() > self._wal_limit else "PASSIVE"
             conn = self._connect()
             try:
-                # TRUNCATE holds the write lock while it runs: writes meanwhile go to the
-                # waiting thread (as when another process writes), none is refused.
-                conn.execute(f"PRAGMA wal_checkpoint({mode})")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if self._wal_size() > self._wal_limit:
+                    # What PASSIVE left, then the file cut to nothing. TRUNCATE holds the
+                    # write lock while it copies and while it waits for readers of older
+                    # snapshots: it waits at most TRUNCATE_WAIT for them and otherwise
+                    # gives up until the next checkpoint. Writes meanwhile wait on the
+                    # fallback thread, as when another process writes.
+                    conn.execute(f"PRAGMA busy_timeout={int(TRUNCATE_WAIT * 1000)}")
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
 

@@ -138,7 +138,14 @@ async def kill_and_check(
                 asyncio.create_task(client(session, served.http, token, name, model, rng))
                 for name in names
             ]
-            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            # a burst of at least one answered request a client, however loaded the
+            # machine, then a random moment more
+            floor = model.acknowledged + WORKERS
+            for _ in range(400):
+                if model.acknowledged >= floor:
+                    break
+                await asyncio.sleep(0.025)
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
             served.process.kill()
             await served.process.wait()
             await asyncio.gather(*clients)

@@ -28,32 +28,44 @@ async def test_the_wal_is_truncated_past_its_limit_and_every_write_lands(tmp_pat
     limit = 256 * 1024
     writer = GroupCommitWriter(connect, wal, checkpoint_every=20, wal_limit=limit)
     await writer.start()
+
+    async def write_batch(first: int) -> None:
+        await asyncio.gather(*(
+            writer.write(lambda c, n=first + i: c.execute(
+                "INSERT INTO rows VALUES (?, ?)", (n, "x" * 2048)
+            ).rowcount)
+            for i in range(20)
+        ))  # fmt: skip
+
     sizes: list[int] = []
     written = 0
     try:
-        # batches of 20 rows of 2 KiB until the WAL outgrew the limit and was truncated
-        # after (bounded: 300 batches, ~12 MiB)
-        while written < 300 * 20 and not _truncated_after_growing(sizes, limit):
-            await asyncio.gather(*(
-                writer.write(lambda c, n=written + i: c.execute(
-                    "INSERT INTO rows VALUES (?, ?)", (n, "x" * 2048)
-                ).rowcount)
-                for i in range(20)
-            ))  # fmt: skip
+        # a reader holding an old snapshot, as a long query would: no checkpoint can
+        # finish, so the WAL grows past the limit whatever the timing
+        pin = connect()
+        pin.execute("BEGIN")
+        pin.execute("SELECT count(*) FROM rows").fetchone()
+        while wal.stat().st_size <= 2 * limit:
+            await write_batch(written)
+            written += 20
+        pin.execute("COMMIT")
+        pin.close()
+        sizes.append(wal.stat().st_size)
+        # then writes go on (bounded: 200 batches), and the next checkpoints truncate it
+        for _ in range(200):
+            await write_batch(written)
             written += 20
             await asyncio.sleep(0.01)  # the checkpoint thread gets its turn
             sizes.append(wal.stat().st_size)
+            if sizes[-1] < limit:
+                break
     finally:
         await writer.stop()
-    assert _truncated_after_growing(sizes, limit), sizes
+    assert sizes[0] > 2 * limit, sizes
+    assert sizes[-1] < limit, sizes
     check = sqlite3.connect(database)
     assert check.execute("SELECT count(*), count(DISTINCT n) FROM rows").fetchone() == (
         written,
         written,
     )
     check.close()
-
-
-def _truncated_after_growing(sizes: list[int], limit: int) -> bool:
-    grown = next((i for i, size in enumerate(sizes) if size > limit), None)
-    return grown is not None and any(size < limit for size in sizes[grown:])
