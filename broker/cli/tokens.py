@@ -37,7 +37,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="domain scope: example.com (that name) or *.example.com (every name below)",
     )
     create.add_argument("--cidr", action="append", default=[], help="allowed source network")
-    create.add_argument("--expires", help="lifetime such as 90d, 12h (default: never)")
+    create.add_argument("--expires", help="lifetime such as 90d, 12h, 15m (default: never)")
     create.add_argument("--admin", action="store_true", help="may manage tokens, any name")
     create.add_argument(
         "--tsig",
@@ -47,6 +47,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="ALGORITHM",
         help="give it a TSIG key for RFC 2136 updates too (default algorithm hmac-sha256); "
         "printed as ALGORITHM:NAME:SECRET, nsupdate -y's form",
+    )
+    create.add_argument(
+        "--one-shot",
+        action="store_true",
+        help="good for one present and the cleanup of that same name and value, then spent",
     )
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=_token_create)
@@ -94,7 +99,7 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     box = secret_box(settings)
     issued = issue_token(
         args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime,
-        tsig=args.tsig, box=box,
+        tsig=args.tsig, box=box, one_shot=args.one_shot,
     )  # fmt: skip
 
     async def create(store: Store) -> int:
