@@ -145,14 +145,14 @@ class OidcVerifier:
         self,
         settings: OidcSettings,
         audit_log: AuditLog | None = None,
-        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self._audit = audit_log
-        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self.keys = {
-            issuer.issuer: IssuerKeys(issuer, settings, self._client) for issuer in settings.issuers
+            issuer.issuer: IssuerKeys(issuer, settings, self._client, monotonic)
+            for issuer in settings.issuers
         }
 
     def _client(self) -> aiohttp.ClientSession:
