@@ -176,7 +176,8 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
             cidrs = f" from {','.join(record.cidrs)}" if record.cidrs else ""
             expires = timestamp(record.expires_at) or "never"
             admin = "yes" if record.admin else "no"
-            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}")
+            once = " (one-shot)" if record.one_shot is not None else ""
+            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}{once}")
         return 0
 
     return with_store(settings, listing)
