@@ -43,6 +43,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_PREFIX = "d01_"  # noqa: S105 - a format marker, not a secret
+OIDC_PREFIX = "oidc:"
+"""Principals of OIDC ID tokens are ``oidc:<issuer name>:<sub>`` (no token name has ':')."""
 _TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 TOKEN_NAME = re.compile(r"(?=.{1,63}\Z)[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
 """Also a domain name (labels between single dots), which its TSIG key is named after."""

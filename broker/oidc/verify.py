@@ -24,6 +24,7 @@ import jwt
 
 from broker import audit
 from broker.audit import AuditLog
+from broker.auth import OIDC_PREFIX
 from broker.errors import BrokerError, NoMatchingRuleError, UnauthorizedError
 from broker.oidc.keys import IssuerKeys
 from broker.oidc.settings import OidcIssuer, OidcRule, OidcSettings
@@ -71,7 +72,7 @@ class OidcIdentity:
     @property
     def name(self) -> str:
         """The principal's name: ``oidc:<issuer name>:<sub>``."""
-        return f"oidc:{self.issuer}:{self.subject}"
+        return f"{OIDC_PREFIX}{self.issuer}:{self.subject}"
 
     @property
     def expires_at(self) -> float:
@@ -200,7 +201,7 @@ class OidcVerifier:
         source: object,
     ) -> None:
         sub = claim_text(claims.get("sub"))
-        actor = None if issuer is None or sub is None else f"oidc:{issuer.name}:{sub}"
+        actor = None if issuer is None or sub is None else f"{OIDC_PREFIX}{issuer.name}:{sub}"
         if result != audit.OK:
             log.info("oidc token refused reason=%s %s", result, describe_claims(issuer, claims))
         if self._audit is not None:

@@ -190,3 +190,14 @@ async def test_a_one_shot_token_cannot_be_admin_or_have_tsig(api: Api, running: 
             json={"name": "once", "allow": ["example.test"], "one_shot": True, **extra},
         )
         assert (status, problem["code"]) == (400, "invalid-request")
+
+
+async def test_an_id_token_cannot_order_a_kept_renewed_certificate(
+    oidc_api: Api, local_issuer: LocalIssuer
+):
+    jwt = local_issuer.sign(local_issuer.github())
+    status, problem = await oidc_api.call(
+        "POST", "/v1/certificates", jwt, json={"csr": "-----BEGIN", "renew": True}
+    )
+    assert (status, problem["code"]) == (400, "invalid-request")
+    assert "renew" in problem["detail"]
