@@ -45,7 +45,7 @@ from broker.errors import (
     StoreUnavailableError,
 )
 from broker.metrics import Metrics
-from broker.oidc.verify import OidcVerifier
+from broker.oidc.verify import EXCHANGED_PREFIX, OidcVerifier
 from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
 from broker.replicas import ReplicaSync
@@ -239,8 +239,13 @@ class Broker:
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 
     async def _purge_replays(self) -> int:
-        """Forget exchanged ID tokens once they expired (past the clock skew)."""
-        return await self.store.purge_replays(time.time() - self.settings.oidc.clock_skew)
+        """Forget exchanged ID tokens once they expired (past the clock skew), and delete
+        the broker tokens they were exchanged for a day after those expired."""
+        now = time.time()
+        purged = await self.store.purge_tokens(EXCHANGED_PREFIX, now - 86400)
+        if purged:
+            log.info("deleted %d exchanged token(s) expired over a day ago", purged)
+        return purged + await self.store.purge_replays(now - self.settings.oidc.clock_skew)
 
     def _update_face(self) -> UpdateFace:
         assert self.service is not None

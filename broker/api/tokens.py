@@ -23,7 +23,7 @@ from broker.api.limits import charge_token
 from broker.auth import TOKEN_NAME, IssuedToken, Principal, issue_token, rotate_token
 from broker.dnsname import Scope
 from broker.errors import NotFoundError, UnauthorizedError
-from broker.oidc.verify import OidcRefusal, is_jwt
+from broker.oidc.verify import EXCHANGED_PREFIX, OidcRefusal, is_jwt
 from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
 from broker.tsig import DEFAULT_ALGORITHM
@@ -137,7 +137,7 @@ async def exchange(request: web.Request) -> web.Response:
     if not await ctx.store.claim_replay(identity.issuer, replay_key, kept_until, now):
         oidc.refused(identity, "replayed", source)
         raise OidcRefusal("replayed", "it was exchanged already (each ID token is good once)")
-    name = f"oidc-{identity.issuer}-{secrets.token_hex(6)}"
+    name = f"{EXCHANGED_PREFIX}{identity.issuer}-{secrets.token_hex(6)}"
     issued = issue_token(name, identity.scopes, lifetime=lifetime, now=now)
     await ctx.store.create_token(issued.record)
     note(request, target=name)

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 """Three base64url parts, the first a JSON object: never a broker token (``d01_...``)."""
+EXCHANGED_PREFIX = "oidc-"
+"""Names of the tokens ``POST /v1/tokens/exchange`` makes: ``oidc-<issuer>-<random>``."""
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
 AUDITED_CLAIMS = (
     "sub", "repository", "ref", "environment", "job_workflow_ref", "project_path",

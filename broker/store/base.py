@@ -204,6 +204,11 @@ class Store(ABC):
         not (bound to another, unused, or spent already)."""
 
     @abstractmethod
+    async def purge_tokens(self, prefix: str, before: float) -> int:
+        """Delete the tokens whose names start with ``prefix`` that expired before
+        ``before`` (exchanged tokens, made in numbers); return how many."""
+
+    @abstractmethod
     async def claim_replay(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
         """Record an OIDC ID token as used until ``expires_at``; False when it was used
         already and has not expired (a replay), on any replica."""

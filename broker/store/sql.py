@@ -186,6 +186,14 @@ class SqlStore(Store):
             )
         return spent > 0
 
+    async def purge_tokens(self, prefix: str, before: float) -> int:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._changing_tokens():
+            return await self._modify_count(
+                "DELETE FROM tokens WHERE name LIKE ? ESCAPE '\\' AND expires_at < ?",
+                (pattern, before),
+            )
+
     async def claim_replay(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
         row = await self._modify_one(
             "INSERT INTO oidc_replays (issuer, jti, expires_at) VALUES (?, ?, ?) "

@@ -56,3 +56,15 @@ async def test_ordinary_tokens_are_never_bound(store: Store):
     assert (await store.token_by_key(issued.record.key)).one_shot is None  # type: ignore[union-attr]
     assert not await store.bind_one_shot(issued.record.key, "x v")
     assert not await store.spend_one_shot(issued.record.key, "x v", 1.0)
+
+
+async def test_exchanged_tokens_are_deleted_once_long_expired(store: Store):
+    now = 1_800_000_000.0
+    for name, lifetime in (("oidc-gh-1", 60.0), ("oidc-gh-2", 7200.0), ("oidcx", 60.0)):
+        await store.create_token(
+            issue_token(name, ["example.test"], lifetime=lifetime, now=now).record
+        )
+    await store.create_token(issue_token("oidc-forever", ["example.test"], now=now).record)
+    assert await store.purge_tokens("oidc-", now + 3600) == 1
+    assert [t.name for t in await store.list_tokens()] == ["oidc-forever", "oidc-gh-2", "oidcx"]
+    assert await store.purge_tokens("oidc_", now + 3600) == 0  # '_' is no wildcard
