@@ -102,12 +102,18 @@ def digest_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+RESERVED_TOKEN_NAMES = frozenset({"exchange"})
+"""Names that are paths of their own under /v1/tokens/."""
+
+
 def validate_token_name(name: str) -> str:
     if not TOKEN_NAME.fullmatch(name):
         raise InvalidRequestError(
             f"token name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit, with no two dots in a row and no dot at the end"
         )
+    if name in RESERVED_TOKEN_NAMES:
+        raise InvalidRequestError(f"token name {name!r} is reserved: choose another")
     return name
 
 

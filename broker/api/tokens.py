@@ -20,7 +20,14 @@ from broker.api.bodies import (
 )
 from broker.api.context import PRINCIPAL, authenticate, bearer_token, context, source_address
 from broker.api.limits import charge_token
-from broker.auth import TOKEN_NAME, IssuedToken, Principal, issue_token, rotate_token
+from broker.auth import (
+    RESERVED_TOKEN_NAMES,
+    TOKEN_NAME,
+    IssuedToken,
+    Principal,
+    issue_token,
+    rotate_token,
+)
 from broker.dnsname import Scope
 from broker.errors import NotFoundError, UnauthorizedError
 from broker.oidc.verify import EXCHANGED_PREFIX, OidcRefusal, is_jwt
@@ -90,7 +97,14 @@ async def create_token(request: web.Request) -> web.Response:
     )
 
 
+def _not_a_token(request: web.Request) -> None:
+    """``/v1/tokens/exchange`` is no token's path (that name is reserved): only POST."""
+    if request.match_info.get("name") in RESERVED_TOKEN_NAMES:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 async def revoke_token(request: web.Request) -> web.Response:
+    _not_a_token(request)
     principal = await authenticate(request)
     principal.require_admin()
     name = path_part(request, "name", TOKEN_NAME, "live token named")

@@ -201,3 +201,19 @@ async def test_an_id_token_cannot_order_a_kept_renewed_certificate(
     )
     assert (status, problem["code"]) == (400, "invalid-request")
     assert "renew" in problem["detail"]
+
+
+async def test_the_exchange_path_takes_only_post_and_its_name_is_reserved(
+    api: Api, running: Running
+):
+    for method in ("DELETE", "GET", "OPTIONS"):
+        status, problem, response = await running.call(
+            method, "/v1/tokens/exchange", running.admin_token
+        )
+        assert (status, problem["code"]) == (405, "method-not-allowed"), method
+        assert response.headers["Allow"] == "POST"
+    status, problem = await api.call(
+        "POST", "/v1/tokens", running.admin_token, json={"name": "exchange", "allow": ["a.test"]}
+    )
+    assert (status, problem["code"]) == (400, "invalid-request")
+    assert "reserved" in problem["detail"]
