@@ -4,6 +4,7 @@ exchanged once, every decision audited; and one-shot tokens."""
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import datetime
 from typing import Any
@@ -217,3 +218,13 @@ async def test_the_exchange_path_takes_only_post_and_its_name_is_reserved(
     )
     assert (status, problem["code"]) == (400, "invalid-request")
     assert "reserved" in problem["detail"]
+
+
+async def test_an_id_token_is_also_an_httpreq_password(oidc_api: Api, local_issuer: LocalIssuer):
+    jwt = local_issuer.sign(local_issuer.github())
+    basic = {"Authorization": "Basic " + base64.b64encode(f"job:{jwt}".encode()).decode()}
+    body = {"fqdn": "_acme-challenge.web.example.test.", "value": VALUE}
+    running = oidc_api.running
+    status, echoed, _ = await running.call("POST", "/present", json=body, headers=basic)
+    assert (status, echoed) == (200, body)
+    assert (await running.txt("_acme-challenge.web.example.test."))[1] == [VALUE]
