@@ -136,6 +136,10 @@ class IssuerKeys:
             self._keys = keys
             self._fetched_at = self._clock()
 
+    async def fetch(self) -> dict[str | None, jwt.PyJWK]:
+        """The issuer's keys, fetched now (KeyFetchError when they cannot be)."""
+        return await self._fetch()
+
     async def _fetch(self) -> dict[str | None, jwt.PyJWK]:
         if self.issuer.jwks_file is not None:
             return await asyncio.to_thread(load_jwks_file, self.issuer)

@@ -26,7 +26,7 @@ from broker import audit
 from broker.audit import AuditLog
 from broker.auth import OIDC_PREFIX
 from broker.errors import BrokerError, NoMatchingRuleError, UnauthorizedError
-from broker.oidc.keys import IssuerKeys
+from broker.oidc.keys import IssuerKeys, KeyFetchError
 from broker.oidc.settings import OidcIssuer, OidcRule, OidcSettings
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,19 @@ class OidcVerifier:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def check(self) -> list[tuple[OidcIssuer, str | None]]:
+        """Fetch every issuer's keys now: (issuer, None) or (issuer, why not), for
+        ``config check``."""
+        outcomes: list[tuple[OidcIssuer, str | None]] = []
+        for keys in self.keys.values():
+            try:
+                count = len(await keys.fetch())
+            except KeyFetchError as exc:
+                outcomes.append((keys.issuer, str(exc)))
+            else:
+                outcomes.append((keys.issuer, None if count else "no keys"))
+        return outcomes
 
     async def verify(self, token: str, *, face: str = "api", source: object = None) -> OidcIdentity:
         """The identity of a valid token that a rule grants scopes; OidcRefusal (401),

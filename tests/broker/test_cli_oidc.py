@@ -82,3 +82,16 @@ async def test_cli_one_shot_token_does_one_present_and_its_cleanup(tmp_path, ser
     assert code == 1
     assert "one-shot" in err
     assert await broker.stop() == 0
+
+
+async def test_config_check_fetches_each_issuers_keys(tmp_path, local_issuer: LocalIssuer):
+    config = write_config(tmp_path, local_issuer.config("github", RULES), state="var")
+    code, out, err = await cli("config", "check", "--config", str(config))
+    assert code == 0, err
+    assert f"oidc issuer github: {local_issuer.url}, keys by discovery, 1 rule(s) [ok]" in out
+    assert local_issuer.jwks_fetches == 1
+    await local_issuer.stop()
+    code, out, _ = await cli("config", "check", "--config", str(config))
+    assert code == 1
+    assert "oidc issuer github" in out
+    assert "FAILED" in out
