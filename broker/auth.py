@@ -98,6 +98,11 @@ class Principal:
             raise AdminRequiredError(f"token {self.name!r} is not an admin token")
 
 
+def is_jwt(secret: str) -> bool:
+    """Three base64url parts, the first a JSON object: never a broker token (``d01_...``)."""
+    return _JWT_SHAPE.fullmatch(secret) is not None
+
+
 def digest_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -240,7 +245,7 @@ class Authenticator:
         """``source`` gives the caller's address; it is asked only for CIDR-bound tokens."""
         if not secret:
             raise UnauthorizedError("send 'Authorization: Bearer <token>'")
-        if _JWT_SHAPE.fullmatch(secret):
+        if is_jwt(secret):
             return await self._identity(secret, source)
         match = _TOKEN_SHAPE.fullmatch(secret)
         record = await self._token(match.group(1)) if match else None

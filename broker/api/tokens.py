@@ -25,12 +25,13 @@ from broker.auth import (
     TOKEN_NAME,
     IssuedToken,
     Principal,
+    is_jwt,
     issue_token,
     rotate_token,
 )
 from broker.dnsname import Scope
 from broker.errors import NotFoundError, UnauthorizedError
-from broker.oidc.verify import EXCHANGED_PREFIX, OidcRefusal, is_jwt
+from broker.oidc.verify import EXCHANGED_PREFIX, OidcRefusal
 from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
 from broker.tsig import DEFAULT_ALGORITHM

@@ -24,15 +24,13 @@ import jwt
 
 from broker import audit
 from broker.audit import AuditLog
-from broker.auth import OIDC_PREFIX
+from broker.auth import OIDC_PREFIX, is_jwt
 from broker.errors import BrokerError, NoMatchingRuleError, UnauthorizedError
 from broker.oidc.keys import IssuerKeys, KeyFetchError
 from broker.oidc.settings import OidcIssuer, OidcRule, OidcSettings
 
 log = logging.getLogger(__name__)
 
-JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-"""Three base64url parts, the first a JSON object: never a broker token (``d01_...``)."""
 EXCHANGED_PREFIX = "oidc-"
 """Names of the tokens ``POST /v1/tokens/exchange`` makes: ``oidc-<issuer>-<random>``."""
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
@@ -51,10 +49,6 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
     (jwt.InvalidSignatureError, "bad-signature", "its signature does not verify"),
     (jwt.InvalidAlgorithmError, "algorithm-refused", "its algorithm is not allowed"),
 )
-
-
-def is_jwt(secret: str) -> bool:
-    return JWT_SHAPE.fullmatch(secret) is not None
 
 
 @dataclass(frozen=True, slots=True)
