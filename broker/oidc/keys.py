@@ -90,6 +90,9 @@ class IssuerKeys:
                 "try again later"
             )
         found = self._find(kid)
+        if found is None and self._lock.locked():  # a fetch under way may bring it
+            async with self._lock:
+                found = self._find(kid)
         if found is None and self._may_refetch():
             log.info("oidc issuer %s: unknown key id %r, fetching its keys again",
                      self.issuer.name, kid)  # fmt: skip

@@ -4,6 +4,7 @@ issuer's keys are fetched, rotated and fetched again once for an unknown kid."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac as hmac_module
 import json
@@ -351,3 +352,16 @@ allow = "staging.example.test"
         ["*.web.example.test", "web.example.test"],
         ["staging.example.test"],
     ]
+
+
+async def test_concurrent_tokens_of_a_new_key_share_one_refetch(local_issuer: LocalIssuer):
+    verifier = OidcVerifier(settings(local_issuer))
+    try:
+        await verifier.verify(local_issuer.sign(local_issuer.github()))
+        kid = local_issuer.rotate()
+        tokens = [local_issuer.sign(local_issuer.github(), kid) for _ in range(5)]
+        identities = await asyncio.gather(*(verifier.verify(token) for token in tokens))
+        assert len(identities) == 5
+        assert local_issuer.jwks_fetches == 2
+    finally:
+        await verifier.close()
