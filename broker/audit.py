@@ -42,6 +42,9 @@ QUEUE_SIZE = 10_000
 TOKEN_CREATE = "token.create"  # noqa: S105 - an action's name
 TOKEN_REVOKE = "token.revoke"  # noqa: S105 - an action's name
 TOKEN_ROTATE = "token.rotate"  # noqa: S105 - an action's name
+TOKEN_EXCHANGE = "token.exchange"  # noqa: S105 - an action's name
+OIDC_VERIFY = "oidc.verify"
+"""An OIDC ID token checked: target the claims naming the job, result ``ok`` or why not."""
 REGISTRATION_CREATE = "registration.create"
 REGISTRATION_DELETE = "registration.delete"
 PRESENT = "present"

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from broker.dnsname import ChallengeTarget, Scope
 from broker.errors import (
@@ -33,16 +34,23 @@ from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
 from broker.tsig import DEFAULT_ALGORITHM, TsigKey, new_key
 
+if TYPE_CHECKING:
+    from broker.oidc.verify import OidcVerifier
+
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_PREFIX = "d01_"  # noqa: S105 - a format marker, not a secret
+OIDC_PREFIX = "oidc:"
+"""Principals of OIDC ID tokens are ``oidc:<issuer name>:<sub>`` (no token name has ':')."""
 _TOKEN_SHAPE = re.compile(r"d01_([0-9a-f]{16})_[A-Za-z0-9_-]{43}")
 TOKEN_NAME = re.compile(r"(?=.{1,63}\Z)[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
 """Also a domain name (labels between single dots), which its TSIG key is named after."""
 _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
+_JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""An OIDC ID token (three base64url parts, a JSON header first), not a broker token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,8 @@ class Principal:
     name: str
     scopes: tuple[Scope, ...]
     admin: bool
+    one_shot_key: str | None = None
+    """The lookup key of a one-shot token (good for one present and its cleanup)."""
 
     def may_challenge(self, base: str) -> bool:
         return self.admin or any(scope.covers(base) for scope in self.scopes)
@@ -88,8 +98,17 @@ class Principal:
             raise AdminRequiredError(f"token {self.name!r} is not an admin token")
 
 
+def is_jwt(secret: str) -> bool:
+    """Three base64url parts, the first a JSON object: never a broker token (``d01_...``)."""
+    return _JWT_SHAPE.fullmatch(secret) is not None
+
+
 def digest_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+RESERVED_TOKEN_NAMES = frozenset({"exchange"})
+"""Names that are paths of their own under /v1/tokens/."""
 
 
 def validate_token_name(name: str) -> str:
@@ -98,6 +117,8 @@ def validate_token_name(name: str) -> str:
             f"token name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit, with no two dots in a row and no dot at the end"
         )
+    if name in RESERVED_TOKEN_NAMES:
+        raise InvalidRequestError(f"token name {name!r} is reserved: choose another")
     return name
 
 
@@ -123,10 +144,17 @@ def issue_token(
     now: float | None = None,
     tsig: str | None = None,
     box: SecretBox | None = None,
+    one_shot: bool = False,
 ) -> IssuedToken:
     """Validate the request and make a new token (the caller stores the record); with
-    ``tsig`` (an algorithm) it gets a TSIG key too, its secret sealed by ``box``."""
+    ``tsig`` (an algorithm) it gets a TSIG key too, its secret sealed by ``box``.
+    A ``one_shot`` token is good for one present and the cleanup of that same value."""
     validate_token_name(name)
+    if one_shot and (admin or tsig is not None):
+        raise InvalidRequestError(
+            "a one-shot token is for one present and its cleanup: it cannot be an admin "
+            "token nor have a TSIG key"
+        )
     tsig_key = None if tsig is None else new_key(name, tsig)
     parsed = [Scope.parse(pattern) for pattern in scopes]
     networks = parse_cidrs(cidrs)
@@ -147,6 +175,7 @@ def issue_token(
         admin=admin,
         created_at=created,
         expires_at=None if lifetime is None else created + lifetime,
+        one_shot="" if one_shot else None,
     )
     if tsig_key is not None:
         kept = (box or SecretBox(None)).seal(tsig_key.secret, bound_to=key)
@@ -182,8 +211,10 @@ class Authenticator:
         store: Store,
         clock: Callable[[], float] = time.time,
         cache_size: int = TOKEN_CACHE_SIZE,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         self._store = store
+        self.oidc = oidc
         self._clock = clock
         self._cache: OrderedDict[str, tuple[int, TokenRecord | None]] = OrderedDict()
         self._cache_size = cache_size
@@ -214,12 +245,26 @@ class Authenticator:
         """``source`` gives the caller's address; it is asked only for CIDR-bound tokens."""
         if not secret:
             raise UnauthorizedError("send 'Authorization: Bearer <token>'")
+        if is_jwt(secret):
+            return await self._identity(secret, source)
         match = _TOKEN_SHAPE.fullmatch(secret)
         record = await self._token(match.group(1)) if match else None
         expected = record.digest if record is not None else _DUMMY_DIGEST
         if not hmac.compare_digest(digest_token(secret), expected) or record is None:
             raise UnauthorizedError("the token is not valid")
         return principal_of(record, self._clock(), source)
+
+    async def _identity(self, token: str, source: Callable[[], IPAddress | None]) -> Principal:
+        """The principal of an OIDC ID token used directly: never admin, its scopes those
+        of the first matching rule. It may be used again until it expires (a job's
+        present and cleanup); only the exchange makes an ID token single-use."""
+        if self.oidc is None:
+            raise UnauthorizedError(
+                "this is an OIDC ID token, and this broker trusts no OIDC issuer "
+                "(configure [[oidc.issuers]])"
+            )
+        identity = await self.oidc.verify(token, source=source())
+        return Principal(name=identity.name, scopes=_parsed(identity.scopes), admin=False)
 
 
 def principal_of(
@@ -238,7 +283,12 @@ def principal_of(
                 f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
                 f"this request came from {address}"
             )
-    return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
+    return Principal(
+        name=record.name,
+        scopes=_parsed(record.scopes),
+        admin=record.admin,
+        one_shot_key=None if record.one_shot is None else record.key,
+    )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -31,6 +31,8 @@ from pydantic import (
 
 from broker.dnsname import is_subdomain, normalize_name
 from broker.dnsserver.ratelimit import RateLimit
+from broker.oidc.keys import KeyFetchError, load_jwks_file
+from broker.oidc.settings import OidcSettings
 from broker.propagation import PropagationSettings
 from broker.tsig import ALGORITHMS, TsigAlgorithm
 from broker.values import Duration, Secret
@@ -359,6 +361,7 @@ class Settings(_Section):
     propagation: PropagationSettings = Field(default_factory=PropagationSettings)
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     providers: dict[str, Any] = Field(default_factory=dict)
 
     def provider_settings(self) -> dict[str, ProviderSettings]:
@@ -489,6 +492,19 @@ def _check_consistency(
         if settings.dns.enabled and not settings.dns.listen:
             problems.append(("dns.listen", "give at least one HOST:PORT, or set dns.enabled=false"))
         problems.extend(_check_acmedns(settings.acmedns, providers))
+        problems.extend(_check_oidc(settings))
+    return problems
+
+
+def _check_oidc(settings: Settings) -> list[tuple[str, str]]:
+    """Every issuer's JWKS file holds usable keys (discovery is fetched on first use)."""
+    problems = []
+    for index, issuer in enumerate(settings.oidc.issuers):
+        if issuer.jwks_file is not None:
+            try:
+                load_jwks_file(issuer)
+            except KeyFetchError as exc:
+                problems.append((f"oidc.issuers.{index}.jwks_file", str(exc)))
     return problems
 
 

@@ -97,6 +97,18 @@ class AdminRequiredError(BrokerError):
     title = "This operation needs an admin token"
 
 
+class NoMatchingRuleError(BrokerError):
+    status = 403
+    code = "no-matching-rule"
+    title = "No OIDC rule grants this identity a scope"
+
+
+class OneShotUsedError(BrokerError):
+    status = 403
+    code = "one-shot-used"
+    title = "This one-shot token was used for another challenge"
+
+
 class NotFoundError(BrokerError):
     status = 404
     code = "not-found"
@@ -194,3 +206,10 @@ class OverloadedError(RetryLaterError):
     status = 503
     code = "overloaded"
     title = "The broker is handling as many requests as it may"
+
+
+class IdentityProviderError(BrokerError):
+    status = 503
+    code = "oidc-unavailable"
+    title = "The OIDC issuer's keys could not be fetched"
+    retryable = True

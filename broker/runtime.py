@@ -46,6 +46,7 @@ from broker.errors import (
     StoreUnavailableError,
 )
 from broker.metrics import Metrics
+from broker.oidc.verify import EXCHANGED_PREFIX, OidcVerifier
 from broker.propagation import PropagationChecker
 from broker.reconciler import Reconciler
 from broker.replicas import ReplicaSync
@@ -119,6 +120,7 @@ class Broker:
         self.reconciler: Reconciler | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self.audit: AuditLog | None = None
+        self.oidc: OidcVerifier | None = None
 
     async def start(self) -> None:
         try:
@@ -137,6 +139,8 @@ class Broker:
                 queue_size=self.settings.audit.queue_size,
             )
             self.audit.start()
+        if self.settings.oidc.issuers:
+            self.oidc = OidcVerifier(self.settings.oidc, self.audit)
         for name, provider_settings in self.settings.provider_settings().items():
             provider = self._make_provider(name, provider_settings)
             try:
@@ -225,6 +229,7 @@ class Broker:
                 self.certificates.resume,
                 self.certificates.renew_due,
                 *([] if self.audit is None else [self.audit.purge]),
+                *([] if self.oidc is None else [self._purge_replays]),
             ],
         )
         self._reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
@@ -252,6 +257,15 @@ class Broker:
             reuseport=dns_settings.reuseport,
             **options,
         )
+
+    async def _purge_replays(self) -> int:
+        """Forget exchanged ID tokens once they expired (past the clock skew), and delete
+        the broker tokens they were exchanged for a day after those expired."""
+        now = time.time()
+        purged = await self.store.purge_tokens(EXCHANGED_PREFIX, now - 86400)
+        if purged:
+            log.info("deleted %d exchanged token(s) expired over a day ago", purged)
+        return purged + await self.store.purge_replays(now - self.settings.oidc.clock_skew)
 
     def _update_face(self) -> UpdateFace:
         assert self.service is not None
@@ -286,7 +300,7 @@ class Broker:
             ApiContext(
                 service=self.service,
                 store=self.store,
-                authenticator=Authenticator(self.store),
+                authenticator=Authenticator(self.store, oidc=self.oidc),
                 metrics=self.metrics,
                 readiness=self.readiness,
                 trusted_proxies=tuple(http.trusted_proxies),
@@ -358,6 +372,9 @@ class Broker:
         if self.dns_server is not None:
             await self.dns_server.stop()
             self.dns_server = None
+        if self.oidc is not None:
+            await self.oidc.close()
+            self.oidc = None
         if self.audit is not None:
             await self.audit.close()
             self.audit = None

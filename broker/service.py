@@ -30,6 +30,7 @@ from broker.errors import (
     InvalidLeaseError,
     NotFoundError,
     NoZoneError,
+    OneShotUsedError,
     ProviderFailureError,
     TooManyValuesError,
 )
@@ -174,6 +175,7 @@ class ChallengeService:
         cap, ``evict_oldest`` removes the oldest value first (acme-dns semantics) instead
         of refusing."""
         principal.require_challenge(target.base, target.fqdn)
+        await self._use_one_shot(principal, target, value)
         write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         now = self._clock()
@@ -228,6 +230,17 @@ class ChallengeService:
         self, principal: Principal, target: ChallengeTarget, value: str
     ) -> ChallengeRecord | None:
         principal.require_challenge(target.base, target.fqdn)
+        await self._use_one_shot(principal, target, value)
+        ended = await self._cleanup(principal, target, value)
+        if principal.one_shot_key is not None:
+            binding = _binding(target, value)
+            await self.store.spend_one_shot(principal.one_shot_key, binding, self._clock())
+            log.info("one-shot token spent name=%s fqdn=%s", principal.name, target.fqdn)
+        return ended
+
+    async def _cleanup(
+        self, principal: Principal, target: ChallengeTarget, value: str
+    ) -> ChallengeRecord | None:
         write_at = await self._write_target(principal, target)
         route = self.router.route(write_at)
         async with self._hold(route.provider, write_at):
@@ -243,6 +256,19 @@ class ChallengeService:
                 await route.provider.remove_txt(ended.zone, ended.fqdn, ended.value)
                 self._ended(ended, principal.name)
             return ended
+
+    async def _use_one_shot(
+        self, principal: Principal, target: ChallengeTarget, value: str
+    ) -> None:
+        """A one-shot token's first present (or cleanup) binds it to that name and value;
+        from then on it may write only those (its cleanup spends it)."""
+        if principal.one_shot_key is None:
+            return
+        if not await self.store.bind_one_shot(principal.one_shot_key, _binding(target, value)):
+            raise OneShotUsedError(
+                f"one-shot token {principal.name!r} was used for another challenge: it is "
+                "good for one present and the cleanup of that same name and value"
+            )
 
     def holding(self, provider: str, fqdn: str) -> AbstractAsyncContextManager[None]:
         """This process's turn at one RRset (a replica reloading a name takes it too, so
@@ -450,6 +476,10 @@ class ChallengeService:
                 "or leave it out for the default"
             )
         return lease
+
+
+def _binding(target: ChallengeTarget, value: str) -> str:
+    return f"{target.fqdn} {value}"
 
 
 def _base_of(fqdn: str) -> str:

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from broker.config import Settings, StoreSettings
 from broker.runtime import Broker
+from tests.fakes.oidc import LocalIssuer
 from tests.peers import PostgresCluster
 from tests.process import Served
 from tests.support import ROOT, Api, OpenApi, Running, write_settings
@@ -102,3 +103,13 @@ async def serve() -> AsyncIterator[list[Served]]:
         if item.process.returncode is None:
             item.process.kill()
             await item.process.wait()
+
+
+@pytest.fixture
+async def local_issuer() -> AsyncIterator[LocalIssuer]:
+    """An OIDC issuer on loopback (discovery, JWKS, RSA and EC keys)."""
+    issuer = await LocalIssuer().start()
+    try:
+        yield issuer
+    finally:
+        await issuer.stop()

@@ -27,6 +27,7 @@ ROUTES: tuple[Route, ...] = (
     ("GET", "/v1/whoami", tokens.whoami),
     ("GET", "/v1/tokens", tokens.list_tokens),
     ("POST", "/v1/tokens", tokens.create_token),
+    ("POST", "/v1/tokens/exchange", tokens.exchange),
     ("DELETE", "/v1/tokens/{name}", tokens.revoke_token),
     ("POST", "/v1/tokens/{name}/rotate", tokens.rotate),
     ("GET", "/v1/audit", audit.list_events),

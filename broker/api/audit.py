@@ -40,6 +40,7 @@ _ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/present"): ("api", audit.PRESENT),
     ("POST", "/v1/cleanup"): ("api", audit.CLEANUP),
     ("POST", "/v1/tokens"): ("api", audit.TOKEN_CREATE),
+    ("POST", "/v1/tokens/exchange"): ("api", audit.TOKEN_EXCHANGE),
     ("DELETE", "/v1/tokens/{name}"): ("api", audit.TOKEN_REVOKE),
     ("POST", "/v1/tokens/{name}/rotate"): ("api", audit.TOKEN_ROTATE),
     ("DELETE", "/v1/registrations/{username}"): ("api", audit.REGISTRATION_DELETE),

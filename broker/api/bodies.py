@@ -98,6 +98,8 @@ class TokenBody(StrictBody):
     admin: bool = False
     tsig: bool | TsigAlgorithm = False
     """A TSIG key for RFC 2136 updates: true (hmac-sha256) or the algorithm."""
+    one_shot: bool = False
+    """Good for one present and the cleanup of that same name and value."""
 
 
 T = TypeVar("T")

@@ -19,8 +19,9 @@ from broker.api.bodies import (
     timestamp,
 )
 from broker.api.context import authenticate, context
+from broker.auth import OIDC_PREFIX
 from broker.certificates import CertificateService
-from broker.errors import NotFoundError
+from broker.errors import FieldProblem, InvalidRequestError, NotFoundError
 from broker.store import CertificateOrderRecord, OrderState
 
 DEFAULT_WAIT = 60.0
@@ -62,6 +63,12 @@ def order_json(order: CertificateOrderRecord) -> dict[str, Any]:
 async def submit(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     body = await read_json(request, CertificateBody)
+    if body.renew and principal.name.startswith(OIDC_PREFIX):
+        raise InvalidRequestError(
+            "an OIDC ID token cannot ask for renewal: renewals run while the ordering token "
+            "is live; order without renew, or with a stored token",
+            problems=[FieldProblem("/renew", "not with an OIDC ID token")],
+        )
     wait = deadline_seconds(body.timeout, "/timeout")
     certificates = _certificates(request)
     order = await certificates.submit(principal, body.csr, renew=body.renew)

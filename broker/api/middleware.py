@@ -61,7 +61,21 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
     """aiohttp's own refusals (no route, wrong method, body too large) as problems; a 405
     keeps its ``Allow`` header (RFC 9110)."""
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    if exc.status == 405:
+        allowed = _plain_methods(request)
+        if allowed:  # a fixed path beside a template (/v1/tokens/exchange, /v1/tokens/{name})
+            exc = web.HTTPMethodNotAllowed(request.method, allowed)
+            headers = {"Allow": exc.headers["Allow"]}
     return problem_response(_http_problem(exc, request), headers)
+
+
+def _plain_methods(request: web.Request) -> list[str]:
+    """The methods of the fixed-path resource at the request's path, if there is one: it
+    is what the path names, even where a templated path matches it too."""
+    for resource in request.app.router.resources():
+        if isinstance(resource, web.PlainResource) and resource.canonical == request.path:
+            return sorted(route.method for route in resource)
+    return []
 
 
 def _http_problem(exc: web.HTTPException, request: web.Request) -> BrokerError:

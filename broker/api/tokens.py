@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import web
 
 from broker.api.audit import note
 from broker.api.bodies import (
+    Lifetime,
     StrictBody,
     TokenBody,
     boolean_query,
@@ -16,9 +18,20 @@ from broker.api.bodies import (
     read_json,
     timestamp,
 )
-from broker.api.context import authenticate, context
-from broker.auth import TOKEN_NAME, IssuedToken, issue_token, rotate_token
-from broker.errors import NotFoundError
+from broker.api.context import PRINCIPAL, authenticate, bearer_token, context, source_address
+from broker.api.limits import charge_token
+from broker.auth import (
+    RESERVED_TOKEN_NAMES,
+    TOKEN_NAME,
+    IssuedToken,
+    Principal,
+    is_jwt,
+    issue_token,
+    rotate_token,
+)
+from broker.dnsname import Scope
+from broker.errors import NotFoundError, UnauthorizedError
+from broker.oidc.verify import EXCHANGED_PREFIX, OidcRefusal
 from broker.secretbox import SecretBox
 from broker.store import Store, TokenRecord
 from broker.tsig import DEFAULT_ALGORITHM
@@ -38,6 +51,7 @@ def token_json(record: TokenRecord) -> dict[str, Any]:
         "tsig": None
         if record.tsig_name is None
         else {"name": record.tsig_name, "algorithm": record.tsig_algorithm},
+        "one_shot": record.one_shot is not None,
     }
 
 
@@ -69,7 +83,7 @@ async def create_token(request: web.Request) -> web.Response:
     algorithm = DEFAULT_ALGORITHM if body.tsig is True else (body.tsig or None)
     issued = issue_token(
         body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires,
-        tsig=algorithm, box=context(request).secret_box,
+        tsig=algorithm, box=context(request).secret_box, one_shot=body.one_shot,
     )  # fmt: skip
     await context(request).store.create_token(issued.record)
     log.info(
@@ -84,7 +98,14 @@ async def create_token(request: web.Request) -> web.Response:
     )
 
 
+def _not_a_token(request: web.Request) -> None:
+    """``/v1/tokens/exchange`` is no token's path (that name is reserved): only POST."""
+    if request.match_info.get("name") in RESERVED_TOKEN_NAMES:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 async def revoke_token(request: web.Request) -> web.Response:
+    _not_a_token(request)
     principal = await authenticate(request)
     principal.require_admin()
     name = path_part(request, "name", TOKEN_NAME, "live token named")
@@ -94,6 +115,54 @@ async def revoke_token(request: web.Request) -> web.Response:
     context(request).authenticator.forget(record.key)
     log.info("token revoked name=%s by=%s", name, principal.name)
     return web.json_response(token_json(record))
+
+
+class ExchangeBody(StrictBody):
+    expires: Lifetime = None
+    """A shorter lifetime than oidc.exchange_lifetime (never longer, nor past the ID
+    token's own expiry)."""
+
+
+async def exchange(request: web.Request) -> web.Response:
+    """POST /v1/tokens/exchange: a CI job's OIDC ID token (as bearer) for a broker token
+    with the scopes of the first matching rule, short-lived, never admin. Each ID token
+    is exchanged once (its ``jti``, kept in the store until it expires)."""
+    ctx = context(request)
+    oidc = ctx.authenticator.oidc
+    token = bearer_token(request)
+    if oidc is None:
+        raise UnauthorizedError("this broker trusts no OIDC issuer (configure [[oidc.issuers]])")
+    if not token or not is_jwt(token):
+        raise UnauthorizedError("send the job's OIDC ID token: 'Authorization: Bearer <JWT>'")
+    body = await read_json(request, ExchangeBody) if await request.read() else ExchangeBody()
+    source = source_address(request)()
+    identity = await oidc.verify(token, source=source)
+    request[PRINCIPAL] = Principal(
+        identity.name, tuple(Scope.parse(s) for s in identity.scopes), admin=False
+    )
+    charge_token(request, f"token:{identity.name}")
+    now = ctx.service.now()
+    lifetime = min(body.expires or oidc.settings.exchange_lifetime,
+                   oidc.settings.exchange_lifetime, identity.expires_at - now)  # fmt: skip
+    if lifetime <= 0:
+        oidc.refused(identity, "expired", source)
+        raise OidcRefusal("expired", "it expires now (within the clock skew)")
+    kept_until = identity.expires_at + oidc.settings.clock_skew
+    replay_key = identity.replay_key(token)
+    if not await ctx.store.claim_replay(identity.issuer, replay_key, kept_until, now):
+        oidc.refused(identity, "replayed", source)
+        raise OidcRefusal("replayed", "it was exchanged already (each ID token is good once)")
+    name = f"{EXCHANGED_PREFIX}{identity.issuer}-{secrets.token_hex(6)}"
+    issued = issue_token(name, identity.scopes, lifetime=lifetime, now=now)
+    await ctx.store.create_token(issued.record)
+    note(request, target=name)
+    log.info("token exchanged name=%s for=%s scopes=%s expires_in=%.0fs", name, identity.name,
+             ",".join(identity.scopes), lifetime)  # fmt: skip
+    return web.json_response(
+        shown_once(issued),
+        status=201,
+        headers={"Location": f"/v1/tokens/{name}", "Cache-Control": "no-store"},
+    )
 
 
 class RotateBody(StrictBody):

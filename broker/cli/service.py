@@ -15,6 +15,8 @@ from broker.cli.runner import EXIT_FAILED, run, run_value, with_store
 from broker.config import Settings, acmedns_zone
 from broker.dnsname import ChallengeTarget, validate_value
 from broker.importer import import_accounts, read_accounts
+from broker.oidc.settings import OidcIssuer
+from broker.oidc.verify import OidcVerifier
 from broker.propagation import PropagationChecker, PropagationReport
 from broker.runtime import Broker, inspect_providers, local_nameservers
 from broker.store import Store
@@ -183,4 +185,18 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
         state = "ok" if report.health["ok"] else f"FAILED: {report.health.get('detail')}"
         print(f"  provider {report.name} ({report.type}): {zones} [{state}]")
         failed += not report.health["ok"]
+    for issuer, problem in run_value(_check_issuers(settings)):
+        keys = f"keys from {issuer.jwks_file}" if issuer.jwks_file else "keys by discovery"
+        state = "ok" if problem is None else f"FAILED: {problem}"
+        print(f"  oidc issuer {issuer.name}: {issuer.issuer}, {keys}, "
+              f"{len(issuer.rules)} rule(s) [{state}]")  # fmt: skip
+        failed += problem is not None
     return EXIT_FAILED if failed else 0
+
+
+async def _check_issuers(settings: Settings) -> list[tuple[OidcIssuer, str | None]]:
+    verifier = OidcVerifier(settings.oidc)
+    try:
+        return await verifier.check()
+    finally:
+        await verifier.close()

@@ -37,7 +37,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="domain scope: example.com (that name) or *.example.com (every name below)",
     )
     create.add_argument("--cidr", action="append", default=[], help="allowed source network")
-    create.add_argument("--expires", help="lifetime such as 90d, 12h (default: never)")
+    create.add_argument("--expires", help="lifetime such as 90d, 12h, 15m (default: never)")
     create.add_argument("--admin", action="store_true", help="may manage tokens, any name")
     create.add_argument(
         "--tsig",
@@ -47,6 +47,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="ALGORITHM",
         help="give it a TSIG key for RFC 2136 updates too (default algorithm hmac-sha256); "
         "printed as ALGORITHM:NAME:SECRET, nsupdate -y's form",
+    )
+    create.add_argument(
+        "--one-shot",
+        action="store_true",
+        help="good for one present and the cleanup of that same name and value, then spent",
     )
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=_token_create)
@@ -94,7 +99,7 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     box = secret_box(settings)
     issued = issue_token(
         args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime,
-        tsig=args.tsig, box=box,
+        tsig=args.tsig, box=box, one_shot=args.one_shot,
     )  # fmt: skip
 
     async def create(store: Store) -> int:
@@ -171,7 +176,8 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
             cidrs = f" from {','.join(record.cidrs)}" if record.cidrs else ""
             expires = timestamp(record.expires_at) or "never"
             admin = "yes" if record.admin else "no"
-            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}")
+            once = " (one-shot)" if record.one_shot is not None else ""
+            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}{once}")
         return 0
 
     return with_store(settings, listing)

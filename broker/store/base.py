@@ -63,6 +63,9 @@ class TokenRecord:
     lower case), algorithm and secret as kept (see broker.secretbox)."""
     tsig_algorithm: str | None = None
     tsig_secret: str | None = None
+    one_shot: str | None = None
+    """None for an ordinary token; for a one-shot token ``""`` until its first present,
+    then the challenge it is bound to (``<fqdn> <value>``); see broker.auth."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,30 @@ class Store(ABC):
         """Give the live token called ``name`` (with ``rotated.key``) the digest and TSIG
         key of ``rotated``, keeping everything else; None when there is no such token;
         ConflictError when another live token has a TSIG key of that name."""
+
+    @abstractmethod
+    async def bind_one_shot(self, key: str, binding: str) -> bool:
+        """Bind the live unused one-shot token ``key`` to ``binding``; True also when it
+        is bound to that already, False when it is bound to another (or is not live)."""
+
+    @abstractmethod
+    async def spend_one_shot(self, key: str, binding: str, at: float) -> bool:
+        """Revoke the live one-shot token ``key`` bound to ``binding``; False when it is
+        not (bound to another, unused, or spent already)."""
+
+    @abstractmethod
+    async def purge_tokens(self, prefix: str, before: float) -> int:
+        """Delete the tokens whose names start with ``prefix`` that expired before
+        ``before`` (exchanged tokens, made in numbers); return how many."""
+
+    @abstractmethod
+    async def claim_replay(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record an OIDC ID token as used until ``expires_at``; False when it was used
+        already and has not expired (a replay), on any replica."""
+
+    @abstractmethod
+    async def purge_replays(self, before: float) -> int:
+        """Forget used ID tokens that expired before ``before``; return how many."""
 
     @abstractmethod
     async def add_audit_events(self, events: list[AuditEventRecord]) -> None:

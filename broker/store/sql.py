@@ -162,6 +162,50 @@ class SqlStore(Store):
             ) from None
         return None if row is None else token_from_row(row)
 
+    async def bind_one_shot(self, key: str, binding: str) -> bool:
+        with self._changing_tokens():
+            bound = await self._modify_count(
+                "UPDATE tokens SET one_shot = ? WHERE key = ? AND one_shot = '' "
+                "AND revoked_at IS NULL",
+                (binding, key),
+            )
+        if bound:
+            return True
+        row = await self._select_one(
+            "SELECT 1 FROM tokens WHERE key = ? AND one_shot = ? AND revoked_at IS NULL",
+            (key, binding),
+        )
+        return row is not None
+
+    async def spend_one_shot(self, key: str, binding: str, at: float) -> bool:
+        with self._changing_tokens():
+            spent = await self._modify_count(
+                "UPDATE tokens SET revoked_at = ? WHERE key = ? AND one_shot = ? "
+                "AND revoked_at IS NULL",
+                (at, key, binding),
+            )
+        return spent > 0
+
+    async def purge_tokens(self, prefix: str, before: float) -> int:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._changing_tokens():
+            return await self._modify_count(
+                "DELETE FROM tokens WHERE name LIKE ? ESCAPE '\\' AND expires_at < ?",
+                (pattern, before),
+            )
+
+    async def claim_replay(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        row = await self._modify_one(
+            "INSERT INTO oidc_replays (issuer, jti, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE oidc_replays.expires_at <= ? RETURNING 1",
+            (issuer, jti, expires_at, now),
+        )
+        return row is not None
+
+    async def purge_replays(self, before: float) -> int:
+        return await self._modify_count("DELETE FROM oidc_replays WHERE expires_at < ?", (before,))
+
     async def add_audit_events(self, events: list[AuditEventRecord]) -> None:
         if not events:
             return

@@ -47,6 +47,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where the pod keeps writable state, and where the config file is mounted. */}}
 {{- define "dns01-broker.stateDir" -}}/var/lib/dns01-broker{{- end }}
 {{- define "dns01-broker.configDir" -}}/etc/dns01-broker{{- end }}
+{{- define "dns01-broker.oidcJwksDir" -}}/etc/dns01-broker-oidc{{- end }}
 {{- define "dns01-broker.tlsDir" -}}/var/run/secrets/dns01-broker/tls{{- end }}
 {{- define "dns01-broker.httpScheme" -}}{{ if .Values.tls.secretName }}HTTPS{{ else }}HTTP{{ end }}{{- end }}
 
