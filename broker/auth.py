@@ -27,6 +27,7 @@ from broker.errors import (
     ForbiddenNameError,
     ForbiddenSourceError,
     InvalidRequestError,
+    PersistRightRequiredError,
     UnauthorizedError,
 )
 from broker.secretbox import SecretBox
@@ -61,6 +62,8 @@ class Principal:
     name: str
     scopes: tuple[Scope, ...]
     admin: bool
+    persist: bool = False
+    """May create dns-persist-01 grants for names in its scopes (admins always may)."""
 
     def may_challenge(self, base: str) -> bool:
         return self.admin or any(scope.covers(base) for scope in self.scopes)
@@ -82,6 +85,20 @@ class Principal:
         raise ForbiddenNameError(
             f"token {self.name!r} may not write {fqdn}: its scopes are {allowed}{hint}"
         )
+
+    def may_persist(self, base: str) -> bool:
+        return self.admin or (self.persist and self.may_challenge(base))
+
+    def require_persist(self, base: str, fqdn: str) -> None:
+        """A grant at ``fqdn`` is a standing permission to issue for ``base``: only an
+        admin token, or one with the persist right whose scopes cover ``base``."""
+        if not self.admin and not self.persist:
+            raise PersistRightRequiredError(
+                f"token {self.name!r} may not create or remove dns-persist-01 grants: that "
+                "needs an admin token or one made with the persist right "
+                "(token create --persist)"
+            )
+        self.require_challenge(base, fqdn)
 
     def require_admin(self) -> None:
         if not self.admin:
@@ -123,6 +140,7 @@ def issue_token(
     now: float | None = None,
     tsig: str | None = None,
     box: SecretBox | None = None,
+    persist: bool = False,
 ) -> IssuedToken:
     """Validate the request and make a new token (the caller stores the record); with
     ``tsig`` (an algorithm) it gets a TSIG key too, its secret sealed by ``box``."""
@@ -147,6 +165,7 @@ def issue_token(
         admin=admin,
         created_at=created,
         expires_at=None if lifetime is None else created + lifetime,
+        persist=persist,
     )
     if tsig_key is not None:
         kept = (box or SecretBox(None)).seal(tsig_key.secret, bound_to=key)
@@ -238,7 +257,9 @@ def principal_of(
                 f"token {record.name!r} may be used only from {', '.join(record.cidrs)}; "
                 f"this request came from {address}"
             )
-    return Principal(name=record.name, scopes=_parsed(record.scopes), admin=record.admin)
+    return Principal(
+        name=record.name, scopes=_parsed(record.scopes), admin=record.admin, persist=record.persist
+    )
 
 
 @functools.lru_cache(maxsize=4096)

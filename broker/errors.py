@@ -97,6 +97,12 @@ class AdminRequiredError(BrokerError):
     title = "This operation needs an admin token"
 
 
+class PersistRightRequiredError(BrokerError):
+    status = 403
+    code = "persist-right-required"
+    title = "This operation needs a token with the persist right"
+
+
 class NotFoundError(BrokerError):
     status = 404
     code = "not-found"

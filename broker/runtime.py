@@ -159,6 +159,7 @@ class Broker:
             self.metrics,
             delegation=self.delegation,
         )
+        self.service.audit = self.audit
         restored = await self.service.restore()
         log.info("restored %d live challenge record(s)", restored)
         await self._bootstrap_admin_token()

@@ -98,6 +98,8 @@ class TokenBody(StrictBody):
     admin: bool = False
     tsig: bool | TsigAlgorithm = False
     """A TSIG key for RFC 2136 updates: true (hmac-sha256) or the algorithm."""
+    persist: bool = False
+    """May create dns-persist-01 grants (standing issuance permissions) in its scopes."""
 
 
 T = TypeVar("T")

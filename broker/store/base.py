@@ -63,6 +63,8 @@ class TokenRecord:
     lower case), algorithm and secret as kept (see broker.secretbox)."""
     tsig_algorithm: str | None = None
     tsig_secret: str | None = None
+    persist: bool = False
+    """The token may create dns-persist-01 grants for names in its scopes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,10 @@ class Store(ABC):
 
     @abstractmethod
     async def live_challenges(self) -> list[ChallengeRecord]: ...
+
+    @abstractmethod
+    async def live_under(self, label: str) -> list[ChallengeRecord]:
+        """The live records whose name's first label is ``label``, oldest first."""
 
     @abstractmethod
     async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:

@@ -20,7 +20,7 @@ Row = tuple[Any, ...]
 
 TOKEN_COLUMNS = ", ".join(  # one name per column: ruff reads a list of them as a password
     ("name", "key", "digest", "scopes", "cidrs", "admin", "created_at", "expires_at",
-     "revoked_at", "tsig_name", "tsig_algorithm", "tsig_secret")
+     "revoked_at", "tsig_name", "tsig_algorithm", "tsig_secret", "persist")
 )  # fmt: skip
 CHALLENGE_COLUMNS = (
     "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
@@ -50,12 +50,13 @@ def token_row(token: TokenRecord) -> tuple[Any, ...]:
         token.tsig_name,
         token.tsig_algorithm,
         token.tsig_secret,
+        int(token.persist),
     )
 
 
 def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
     name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at = row[:9]
-    tsig_name, tsig_algorithm, tsig_secret = row[9:]
+    tsig_name, tsig_algorithm, tsig_secret, persist = row[9:]
     return TokenRecord(
         name=name,
         key=key,
@@ -69,6 +70,7 @@ def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
         tsig_name=tsig_name,
         tsig_algorithm=tsig_algorithm,
         tsig_secret=tsig_secret,
+        persist=bool(persist),
     )
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-HEAD = "0006"
-KNOWN = ("0001", "0002", "0003", "0004", "0005", "0006")
+HEAD = "0007"
+KNOWN = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 LEGACY_SQLITE_VERSION = 1
 """``PRAGMA user_version`` of SQLite files made before migrations: schema 0001."""
 
