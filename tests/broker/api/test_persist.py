@@ -48,7 +48,8 @@ async def test_admin_grant_is_served_listed_and_removed(api: Api, running: Runni
     assert await running.txt(NAME) == ("NOERROR", [value])
 
     again = await api.call("POST", "/v1/persist", admin, json=grant_body(wildcard=True))
-    assert again[0] == 200 and again[1]["id"] == body["id"]
+    assert again[0] == 200
+    assert again[1]["id"] == body["id"]
 
     status, listing = await api.call("GET", "/v1/persist", admin)
     assert status == 200
@@ -75,8 +76,10 @@ async def test_record_reads_back_strictly_as_rfc8659_issue_value(api: Api, runni
     (served,) = (await running.txt(NAME))[1]
     match = EXACT.fullmatch(served)
     assert match is not None, served
-    assert match["issuer"] == ISSUER and match["uri"] == ACCOUNT
-    assert match["wildcard"] is None and match["until"] == str(until)
+    assert match["issuer"] == ISSUER
+    assert match["uri"] == ACCOUNT
+    assert match["wildcard"] is None
+    assert match["until"] == str(until)
     assert parse_issue_value(served) == (
         ISSUER,
         {"accounturi": ACCOUNT, "persistuntil": str(until)},
@@ -168,7 +171,8 @@ async def test_reconciler_removes_a_grant_after_persist_until(api: Api, running:
     await reconciler.run_once()
     assert (await running.txt(NAME))[1] == []
     record = await running.broker.store.challenge(body["id"])
-    assert record is not None and record.state.value == "expired"
+    assert record is not None
+    assert record.state.value == "expired"
     expired = [e for e in await events(api) if e["action"] == "persist.expire"]
     assert [(e["actor"], e["face"]) for e in expired] == [("reconciler", "broker")]
     assert body["id"] in expired[0]["target"]
@@ -178,7 +182,8 @@ async def test_grants_have_no_lease_cap(api: Api, running: Running):
     status, body = await api.call("POST", "/v1/persist", running.admin_token, json=grant_body())
     assert status == 201
     record = await running.broker.store.challenge(body["id"])
-    assert record is not None and record.expires_at > time.time() + 100 * 365 * 86400
+    assert record is not None
+    assert record.expires_at > time.time() + 100 * 365 * 86400
     await running.broker.service.expire_due()
     assert len((await running.txt(NAME))[1]) == 1
 
@@ -200,7 +205,8 @@ async def test_new_terms_for_the_same_account_replace_the_grant(api: Api, runnin
     assert (status, second["replaced"]) == (201, [first["id"]])
     assert (await running.txt(NAME))[1] == [second["value"]]
     changes = [e for e in await events(api) if e["action"] == "persist.change"]
-    assert len(changes) == 1 and first["id"] in changes[0]["target"]
+    assert len(changes) == 1
+    assert first["id"] in changes[0]["target"]
 
 
 async def test_challenge_faces_cannot_write_or_remove_a_grant_name(api: Api, running: Running):
