@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from broker.dnsname import MAX_NAME_OCTETS, MAX_VALUE_CHARS, ChallengeTarget, normalize_name
 from broker.errors import BrokerError, FieldProblem, InvalidRequestError
@@ -26,6 +25,15 @@ _LABEL = re.compile(r"[A-Za-z0-9](?:-*[A-Za-z0-9])*")
 _PARAMETER_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")
 """RFC 8659 ``value``: printable ASCII but space and ``;``."""
 _WSP = " \t"
+_ACCOUNT_URI = re.compile(
+    r"https://[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?(?:[/?][!#-:<-\[\]-~]*)?"
+)
+"""What the broker writes as ``accounturi``: https, a host name (or IPv4 address), an
+optional port, then a path and query of printable ASCII without space, ``;``, ``"`` or
+``\\`` (openapi.yaml says the same)."""
+MAX_ISSUER = 63
+MAX_ACCOUNT_URI = 130
+"""With these, every grant's value fits one 255-octet TXT string."""
 
 
 class IssueValueError(ValueError):
@@ -40,11 +48,6 @@ def grant_target(domain: str) -> ChallengeTarget:
     """Where the grant for ``domain`` (``example.com``; ``*.`` is the wildcard policy,
     not part of the name) lives: ``_validation-persist.example.com.``."""
     base = normalize_name(domain.removeprefix("*."), what="domain")
-    if base.startswith(("_acme-challenge.", PERSIST_LABEL + ".")):
-        raise InvalidRequestError(
-            f"domain {domain!r} must be the name certificates are for, not a validation name",
-            problems=[FieldProblem("/domain", "give the certificate's name, e.g. example.com")],
-        )
     fqdn = f"{PERSIST_LABEL}.{base}"
     if len(fqdn) > MAX_NAME_OCTETS + 1:
         raise InvalidRequestError(
@@ -154,12 +157,17 @@ def parse_issue_value(text: str) -> tuple[str | None, dict[str, str]]:
 def check_issuer(issuer: str) -> str:
     """The CA's issuer domain name (as its CAA records name it): letters, digits and
     hyphens in dot-separated labels, at least two of them."""
-    name = issuer.strip().lower().removesuffix(".")
+    name = issuer.lower().removesuffix(".")
     labels = name.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+    if (
+        len(labels) < 2
+        or len(name) > MAX_ISSUER
+        or not all(_LABEL.fullmatch(label) for label in labels)
+    ):
         raise InvalidRequestError(
-            f"issuer {issuer!r} is not a domain name such as letsencrypt.org (labels of "
-            "letters, digits and inner hyphens; no spaces, ';', '=' or underscores)"
+            f"issuer {issuer!r} is not a domain name such as letsencrypt.org (at most "
+            f"{MAX_ISSUER} characters in labels of letters, digits and inner hyphens; no "
+            "spaces, ';', '=' or underscores)"
         )
     return name
 
@@ -172,14 +180,10 @@ def check_account_uri(uri: str) -> str:
             "account_uri may hold only printable ASCII without spaces, ';', quotes or "
             "backslashes: give the ACME account URL as the CA returned it"
         )
-    try:
-        parts = urlsplit(uri)
-        https_host = parts.scheme == "https" and bool(parts.hostname)
-    except ValueError:
-        https_host = False
-    if not https_host:
+    if len(uri) > MAX_ACCOUNT_URI or not _ACCOUNT_URI.fullmatch(uri):
         raise InvalidRequestError(
-            f"account_uri {uri!r} must be an https URL with a host, as ACME account URLs are"
+            f"account_uri {uri!r} must be an https URL with a host name (at most "
+            f"{MAX_ACCOUNT_URI} characters), as ACME account URLs are"
         )
     return uri
 
