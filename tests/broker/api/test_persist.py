@@ -298,3 +298,17 @@ async def test_route53_grant_keeps_a_foreign_value_at_the_name(
     )
     assert status == 200
     assert route53_txt(moto, name) == [foreign]
+
+
+async def test_a_grant_is_served_again_after_a_restart(
+    start_broker: Any, tmp_path: Path, openapi: Any
+):
+    settings = write_settings(tmp_path)
+    first = await start_broker(settings)
+    status, body = await Api(first, openapi).call(
+        "POST", "/v1/persist", first.admin_token, json=grant_body()
+    )
+    assert status == 201
+    await first.broker.stop()
+    second = await start_broker(settings)
+    assert (await second.txt(NAME))[1] == [body["value"]]
