@@ -28,6 +28,7 @@ from broker.errors import (
     ForbiddenNameError,
     ForbiddenSourceError,
     InvalidRequestError,
+    PersistRightRequiredError,
     UnauthorizedError,
 )
 from broker.secretbox import SecretBox
@@ -71,6 +72,8 @@ class Principal:
     admin: bool
     one_shot_key: str | None = None
     """The lookup key of a one-shot token (good for one present and its cleanup)."""
+    persist: bool = False
+    """May create dns-persist-01 grants for names in its scopes (admins always may)."""
 
     def may_challenge(self, base: str) -> bool:
         return self.admin or any(scope.covers(base) for scope in self.scopes)
@@ -92,6 +95,20 @@ class Principal:
         raise ForbiddenNameError(
             f"token {self.name!r} may not write {fqdn}: its scopes are {allowed}{hint}"
         )
+
+    def may_persist(self, base: str) -> bool:
+        return self.admin or (self.persist and self.may_challenge(base))
+
+    def require_persist(self, base: str, fqdn: str) -> None:
+        """A grant at ``fqdn`` is a standing permission to issue for ``base``: only an
+        admin token, or one with the persist right whose scopes cover ``base``."""
+        if not self.admin and not self.persist:
+            raise PersistRightRequiredError(
+                f"token {self.name!r} may not create or remove dns-persist-01 grants: that "
+                "needs an admin token or one made with the persist right "
+                "(token create --persist)"
+            )
+        self.require_challenge(base, fqdn)
 
     def require_admin(self) -> None:
         if not self.admin:
@@ -145,6 +162,7 @@ def issue_token(
     tsig: str | None = None,
     box: SecretBox | None = None,
     one_shot: bool = False,
+    persist: bool = False,
 ) -> IssuedToken:
     """Validate the request and make a new token (the caller stores the record); with
     ``tsig`` (an algorithm) it gets a TSIG key too, its secret sealed by ``box``.
@@ -176,6 +194,7 @@ def issue_token(
         created_at=created,
         expires_at=None if lifetime is None else created + lifetime,
         one_shot="" if one_shot else None,
+        persist=persist,
     )
     if tsig_key is not None:
         kept = (box or SecretBox(None)).seal(tsig_key.secret, bound_to=key)
@@ -288,6 +307,7 @@ def principal_of(
         scopes=_parsed(record.scopes),
         admin=record.admin,
         one_shot_key=None if record.one_shot is None else record.key,
+        persist=record.persist,
     )
 
 

@@ -109,6 +109,12 @@ class OneShotUsedError(BrokerError):
     title = "This one-shot token was used for another challenge"
 
 
+class PersistRightRequiredError(BrokerError):
+    status = 403
+    code = "persist-right-required"
+    title = "This operation needs a token with the persist right"
+
+
 class NotFoundError(BrokerError):
     status = 404
     code = "not-found"

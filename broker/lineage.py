@@ -99,6 +99,9 @@ class IssueParams:
     account: str | None = None
     """The ACME account file, shared by the lineages at one CA (None: ``account.json``
     in the lineage, as lineages made with ``--out`` alone keep it)."""
+    persist: bool = False
+    """Answer with dns-persist-01 where the CA offers it: the broker keeps a standing
+    grant for the account (made on first use), else dns-01."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,7 @@ async def issue_into(
             on_event=on_event,
             propagation_timeout=params.propagation_timeout,
             profile=params.profile,
+            persist=solver if params.persist else None,
         )
     write_certificate(out, issued)
     _write(out / RENEWAL_FILE, json.dumps(asdict(params), indent=2) + "\n", 0o644)
@@ -191,7 +195,8 @@ async def token_info(broker: Broker, ca_bundle: str | None = None) -> Principal:
         )
     try:
         scopes = tuple(Scope.parse(pattern) for pattern in body["allow"])
-        return Principal(str(body["name"]), scopes, bool(body["admin"]))
+        persist = bool(body.get("persist", False))
+        return Principal(str(body["name"]), scopes, bool(body["admin"]), persist=persist)
     except (KeyError, TypeError, BrokerError) as exc:
         raise InvalidRequestError(f"{broker.url} is not a dns01-broker ({exc!r})") from None
 

@@ -164,6 +164,7 @@ class Broker:
             self.metrics,
             delegation=self.delegation,
         )
+        self.service.audit = self.audit
         began = time.perf_counter()
         restored = await self.service.restore()
         log.info(

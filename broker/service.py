@@ -22,11 +22,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
+from broker import audit
+from broker.audit import AuditLog
 from broker.auth import Principal
 from broker.config import ChallengeSettings
 from broker.delegation import DelegationResolver
 from broker.dnsname import ChallengeTarget, is_subdomain
 from broker.errors import (
+    ForbiddenNameError,
     InvalidLeaseError,
     NotFoundError,
     NoZoneError,
@@ -35,6 +38,7 @@ from broker.errors import (
     TooManyValuesError,
 )
 from broker.metrics import Metrics
+from broker.persist import PERSIST_LABEL, is_grant_name
 from broker.store import ChallengeIntent, ChallengeRecord, ChallengeState, Store
 from broker.values import new_record_id
 from providers.base import Change, DnsProvider, ProviderError
@@ -158,6 +162,8 @@ class ChallengeService:
         self._clock = clock
         self._locks = RRsetLocks()
         self.writes = WriteGate()
+        self.audit: AuditLog | None = None
+        """Where grants the reconciler expires are recorded (set once the log runs)."""
 
     def now(self) -> float:
         return self._clock()
@@ -176,7 +182,32 @@ class ChallengeService:
         of refusing."""
         principal.require_challenge(target.base, target.fqdn)
         await self._use_one_shot(principal, target, value)
-        write_at = await self._write_target(principal, target)
+        write_at = _not_a_grant(await self._write_target(principal, target))
+        now = self._clock()
+        expires_at = now + self._lease(lease)
+        return await self._put(
+            principal, target, write_at, value, expires_at, evict_oldest=evict_oldest
+        )
+
+    async def grant(
+        self, principal: Principal, target: ChallengeTarget, value: str, expires_at: float
+    ) -> PresentResult:
+        """Write a dns-persist-01 grant (``target.fqdn`` is ``_validation-persist.<base>``)
+        that lives until ``expires_at``: no lease cap, written at the name itself (never
+        through a CNAME), and only for admins or tokens with the persist right."""
+        principal.require_persist(target.base, target.fqdn)
+        return await self._put(principal, target, target.fqdn, value, expires_at)
+
+    async def _put(
+        self,
+        principal: Principal,
+        target: ChallengeTarget,
+        write_at: str,
+        value: str,
+        expires_at: float,
+        *,
+        evict_oldest: bool = False,
+    ) -> PresentResult:
         route = self.router.route(write_at)
         now = self._clock()
         candidate = ChallengeRecord(
@@ -187,7 +218,7 @@ class ChallengeService:
             provider=route.provider.name,
             owner=principal.name,
             created_at=now,
-            expires_at=now + self._lease(lease),
+            expires_at=expires_at,
             delegated_from=None if write_at == target.fqdn else target.fqdn,
             intent=ChallengeIntent.ADD if route.provider.capabilities.keeps_records else None,
         )
@@ -220,11 +251,41 @@ class ChallengeService:
             self.metrics.live_records.inc()
             self.metrics.challenge_events.labels("presented").inc()
             log.info(
-                "challenge presented id=%s fqdn=%s owner=%s provider=%s expires_in=%.0fs%s",
+                "%s presented id=%s fqdn=%s owner=%s provider=%s expires_in=%.0fs%s",
+                "grant" if is_grant_name(record.fqdn) else "challenge",
                 record.id, record.fqdn, record.owner, record.provider, record.expires_at - now,
                 f" via={record.delegated_from}" if record.delegated_from else "",
             )  # fmt: skip
         return PresentResult(record, created)
+
+    async def grants(self, principal: Principal) -> list[ChallengeRecord]:
+        """The live dns-persist-01 grants for names in ``principal``'s scopes."""
+        return [
+            record
+            for record in await self.store.live_under(PERSIST_LABEL)
+            if principal.may_challenge(_base_of(record.fqdn))
+        ]
+
+    async def revoke_grant(self, principal: Principal, grant_id: str) -> ChallengeRecord:
+        """Remove one live grant (other values at its name stay)."""
+        record = await self.store.challenge(grant_id)
+        if (
+            record is None
+            or record.state is not ChallengeState.PRESENT
+            or not is_grant_name(record.fqdn)
+            or not principal.may_challenge(_base_of(record.fqdn))
+        ):
+            raise NotFoundError(f"no live dns-persist-01 grant {grant_id!r} visible to this token")
+        principal.require_persist(_base_of(record.fqdn), record.fqdn)
+        route = Route(self._provider_of(record), record.zone)
+        async with self._hold(route.provider, record.fqdn):
+            live = await self.store.challenge(grant_id)
+            ended = None
+            if live is not None and live.state is ChallengeState.PRESENT:
+                ended = await self._end(route, live, ChallengeState.REMOVED, principal.name)
+        if ended is None:
+            raise NotFoundError(f"no live dns-persist-01 grant {grant_id!r} visible to this token")
+        return ended
 
     async def cleanup(
         self, principal: Principal, target: ChallengeTarget, value: str
@@ -241,7 +302,7 @@ class ChallengeService:
     async def _cleanup(
         self, principal: Principal, target: ChallengeTarget, value: str
     ) -> ChallengeRecord | None:
-        write_at = await self._write_target(principal, target)
+        write_at = _not_a_grant(await self._write_target(principal, target))
         route = self.router.route(write_at)
         async with self._hold(route.provider, write_at):
             if _needs_marks(route.provider):
@@ -294,7 +355,7 @@ class ChallengeService:
         """Remove every live value at ``target`` that ``principal`` presented (an RFC 2136
         delete-RRset: never another token's values)."""
         principal.require_challenge(target.base, target.fqdn)
-        write_at = await self._write_target(principal, target)
+        write_at = _not_a_grant(await self._write_target(principal, target))
         route = self.router.route(write_at)
         removed = []
         async with self._hold(route.provider, write_at):
@@ -323,7 +384,12 @@ class ChallengeService:
         async def expire(route: Route, record: ChallengeRecord) -> bool:
             if record.expires_at > self._clock():
                 return False
-            return await self._end(route, record, ChallengeState.EXPIRED, "reconciler") is not None
+            ended = await self._end(route, record, ChallengeState.EXPIRED, "reconciler")
+            if ended is not None and is_grant_name(ended.fqdn) and self.audit is not None:
+                self.audit.record(
+                    "broker", audit.PERSIST_EXPIRE, f"{ended.fqdn} {ended.id}", actor="reconciler"
+                )
+            return ended is not None
 
         due = await self.store.due_challenges(self._clock())
         return await self._each_still_live(due, "expiry", expire)
@@ -484,6 +550,16 @@ def _binding(target: ChallengeTarget, value: str) -> str:
 
 def _base_of(fqdn: str) -> str:
     return fqdn.partition(".")[2]
+
+
+def _not_a_grant(fqdn: str) -> str:
+    """Challenge writes never reach a grant's name, by any face or CNAME: grants are made
+    and removed only as grants (``ChallengeService.grant``)."""
+    if is_grant_name(fqdn):
+        raise ForbiddenNameError(
+            f"{fqdn} holds dns-persist-01 grants, which only POST /v1/persist writes"
+        )
+    return fqdn
 
 
 def _provider_failure(provider: DnsProvider, exc: ProviderError) -> ProviderFailureError:

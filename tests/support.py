@@ -97,8 +97,11 @@ class Running:
         cidrs: list[str] | None = None,
         lifetime: float | None = None,
         admin: bool = False,
+        persist: bool = False,
     ) -> str:
-        issued = issue_token(name, allow, cidrs=cidrs or [], lifetime=lifetime, admin=admin)
+        issued = issue_token(
+            name, allow, cidrs=cidrs or [], lifetime=lifetime, admin=admin, persist=persist
+        )
         await self.broker.store.create_token(issued.record)
         return issued.secret
 

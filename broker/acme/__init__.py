@@ -78,7 +78,13 @@ from broker.acme.messages import (
     Status,
 )
 from broker.acme.renewal import RenewalDecision, ari_certificate_id, one_third_rule, renewal_due
-from broker.acme.solver import BrokerApiSolver, DnsSolver, PresentedChallenge, servers_summary
+from broker.acme.solver import (
+    BrokerApiSolver,
+    DnsSolver,
+    PersistGrantor,
+    PresentedChallenge,
+    servers_summary,
+)
 
 __all__ = [
     "CATALOG",
@@ -122,6 +128,7 @@ __all__ = [
     "OrderFailedError",
     "OrderNotReadyError",
     "ParsedChain",
+    "PersistGrantor",
     "PollPolicy",
     "PollTimeoutError",
     "PresentedChallenge",

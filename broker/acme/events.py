@@ -23,6 +23,10 @@ class EventKind(StrEnum):
     CERTIFICATE_DOWNLOADED = "certificate-downloaded"
     CLEANED_UP = "cleaned-up"
     CLEANUP_FAILED = "cleanup-failed"
+    PERSIST_GRANTED = "persist-granted"
+    """dns-persist-01: the standing grant for the account is served (detail: the record)."""
+    PERSIST_UNAVAILABLE = "persist-unavailable"
+    """dns-persist-01 was asked for and the CA does not offer it: dns-01 is used."""
 
 
 @dataclass(frozen=True, slots=True)

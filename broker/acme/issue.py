@@ -32,11 +32,12 @@ from broker.acme.jws import dns01_txt_value
 from broker.acme.keys import KeyType, PrivateKey, generate_private_key, private_key_to_pem
 from broker.acme.messages import Authorization, Challenge, Status
 from broker.acme.renewal import CertificateInput, ari_certificate_id
-from broker.acme.solver import DnsSolver, PresentedChallenge
+from broker.acme.solver import DnsSolver, PersistGrantor, PresentedChallenge
 
 log = logging.getLogger(__name__)
 
 DNS01 = "dns-01"
+DNS_PERSIST01 = "dns-persist-01"
 DEFAULT_PROPAGATION_TIMEOUT = 120.0
 
 
@@ -110,6 +111,7 @@ async def issue(
     on_event: EventCallback | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
     profile: str | None = None,
+    persist: PersistGrantor | None = None,
 ) -> IssuedCertificate:
     """A certificate for ``identifiers`` (``*.`` names allowed) with a new key of
     ``key_type`` (or ``private_key``); the first name is the CN when it fits.
@@ -118,6 +120,7 @@ async def issue(
     CA offers renewalInfo). ``preferred_chain``: the issuer common name of the chain to
     prefer among the alternates (the default chain when none matches). ``profile``: a
     certificate profile the CA's directory offers (``Directory.profiles``).
+    ``persist``: answer with dns-persist-01 where the CA offers it (see ``authorize``).
     """
     names = [identifier_for(name).value for name in identifiers]
     key: PrivateKey = (
@@ -136,6 +139,7 @@ async def issue(
         on_event=on_event,
         propagation_timeout=propagation_timeout,
         profile=profile,
+        persist=persist,
     )
     return IssuedCertificate.with_key(signed, private_key_to_pem(key).decode())
 
@@ -177,6 +181,7 @@ async def order_certificate(
     on_event: EventCallback | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
     profile: str | None = None,
+    persist: PersistGrantor | None = None,
 ) -> SignedCertificate:
     """The whole flow for a DER ``csr`` that names exactly ``identifiers``."""
     emit = Emitter(on_event)
@@ -188,7 +193,12 @@ async def order_certificate(
         *(client.get_authorization(url) for url in order.authorizations)
     )
     await authorize(
-        client, authorizations, solver, on_event=emit, propagation_timeout=propagation_timeout
+        client,
+        authorizations,
+        solver,
+        on_event=emit,
+        propagation_timeout=propagation_timeout,
+        persist=persist,
     )
     order = await client.poll_order(order.url)
     if order.status is not Status.READY:
@@ -218,12 +228,16 @@ async def authorize(
     *,
     on_event: EventCallback | Emitter | None = None,
     propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT,
+    persist: PersistGrantor | None = None,
 ) -> None:
     """Answer the dns-01 challenge of every pending authorization at the same time; the
     first failure cancels the others. Every value presented is cleaned up, whatever
-    happens (failure, cancellation)."""
+    happens (failure, cancellation). With ``persist``, an authorization whose CA offers
+    dns-persist-01 is answered by the account's standing grant instead (made or reused,
+    and left in place); the others fall back to dns-01, each with a clear event."""
     emit = on_event if isinstance(on_event, Emitter) else Emitter(on_event)
     pending: list[tuple[Authorization, Challenge]] = []
+    persisted: list[tuple[Authorization, Challenge]] = []
     for authorization in authorizations:
         if authorization.status is Status.VALID:
             emit(EventKind.AUTHORIZATION_VALID, authorization.domain, "already valid")
@@ -235,8 +249,16 @@ async def authorize(
                 authorization.status.value,
                 authorization.error,
             )
-        pending.append((authorization, _dns01(authorization)))
         emit(EventKind.AUTHORIZATION_PENDING, authorization.domain, authorization.url)
+        if persist is not None:
+            challenge = _persist01(authorization, emit)
+            if challenge is not None:
+                persisted.append((authorization, challenge))
+                continue
+        pending.append((authorization, _dns01(authorization)))
+    if persisted:
+        assert persist is not None
+        await _answer_persisted(client, persist, persisted, emit, propagation_timeout)
     if pending:
         await _ChallengeRound(client, solver, emit, propagation_timeout).run(pending)
 
@@ -247,6 +269,68 @@ def _dns01(authorization: Authorization) -> Challenge:
         offered = tuple(c.type for c in authorization.challenges)
         raise ChallengeUnavailableError(authorization.domain, offered)
     return challenge
+
+
+def _persist01(authorization: Authorization, emit: Emitter) -> Challenge | None:
+    challenge = authorization.challenge(DNS_PERSIST01)
+    if challenge is not None and challenge.issuer_domain_names:
+        return challenge
+    offered = ", ".join(c.type for c in authorization.challenges) or "nothing"
+    if challenge is None:
+        detail = (
+            f"the CA offers no {DNS_PERSIST01} here (only {offered}): answering {DNS01} instead"
+        )
+    else:
+        detail = (
+            f"the CA's {DNS_PERSIST01} challenge names no issuer-domain-names: answering "
+            f"{DNS01} instead"
+        )
+    log.warning("%s: %s", authorization.domain, detail)
+    emit(EventKind.PERSIST_UNAVAILABLE, authorization.domain, detail)
+    return None
+
+
+async def _answer_persisted(
+    client: AcmeClient,
+    persist: PersistGrantor,
+    persisted: Sequence[tuple[Authorization, Challenge]],
+    emit: Emitter,
+    propagation_timeout: float,
+) -> None:
+    """One grant per name and issuer (a wildcard authorization makes it a wildcard grant,
+    which covers the name too), each served everywhere before any challenge is answered;
+    then every challenge answered with ``{}`` at once."""
+    if client.account_url is None:
+        await client.find_account()
+    account = client.account_url
+    assert account is not None
+    grants: dict[tuple[str, str], bool] = {}
+    for authorization, challenge in persisted:
+        key = (authorization.identifier.value, challenge.issuer_domain_names[0])
+        grants[key] = grants.get(key, False) or authorization.wildcard
+    for (name, issuer), wildcard in grants.items():
+        served = await persist.grant(name, issuer, account, wildcard, propagation_timeout)
+        emit(EventKind.PERSIST_GRANTED, name, served)
+
+    async def answer(authorization: Authorization, challenge: Challenge) -> None:
+        await client.answer_challenge(challenge)
+        emit(EventKind.CHALLENGE_ANSWERED, authorization.domain, challenge.url)
+        final = await client.poll_authorization(authorization.url)
+        if final.status is Status.VALID:
+            emit(EventKind.AUTHORIZATION_VALID, authorization.domain, DNS_PERSIST01)
+            return
+        emit(EventKind.AUTHORIZATION_INVALID, authorization.domain,
+             str(final.error or final.status.value))  # fmt: skip
+        raise AuthorizationFailedError(
+            authorization.domain, final.url, final.status.value, final.error
+        )
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for authorization, challenge in persisted:
+                group.create_task(answer(authorization, challenge))
+    except BaseExceptionGroup as failures:
+        raise _first_failure(failures) from None
 
 
 class _ChallengeRound:

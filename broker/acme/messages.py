@@ -177,6 +177,8 @@ class Challenge:
     token: str | None = None
     validated: datetime | None = None
     error: AcmeProblem | None = None
+    issuer_domain_names: tuple[str, ...] = ()
+    """dns-persist-01: the issuer domains the CA accepts in a grant (first preferred)."""
 
     @classmethod
     def from_json(cls, data: JsonObject, url: str | None = None, *, base: str = "") -> Challenge:
@@ -189,6 +191,7 @@ class Challenge:
             token=_optional_str(data, "token"),
             validated=parse_time(_optional_str(data, "validated")),
             error=_problem(data, where),
+            issuer_domain_names=_issuer_domain_names(data),
         )
 
 
@@ -286,3 +289,10 @@ class RenewalInfo:
         if start is None or end is None or end < start:
             raise AcmeProtocolError(url, "renewal info lacks a valid suggestedWindow")
         return cls(start, end, _optional_link(data, "explanationURL", url), retry_after)
+
+
+def _issuer_domain_names(data: JsonObject) -> tuple[str, ...]:
+    names = data.get("issuer-domain-names")
+    if not isinstance(names, list):
+        return ()
+    return tuple(name for name in names if isinstance(name, str) and name)

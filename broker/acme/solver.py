@@ -48,6 +48,18 @@ class DnsSolver(Protocol):
     async def cleanup(self, handle: PresentedChallenge, /) -> None: ...
 
 
+class PersistGrantor(Protocol):
+    """Makes (or finds) the dns-persist-01 grant that lets ``account_uri`` at the CA
+    ``issuer`` be issued certificates for ``domain`` (and names below, with ``wildcard``),
+    and returns once every authoritative nameserver serves it (a one-line account of the
+    record and its servers), raising NotPropagatedError after ``seconds``. Grants stay:
+    they are standing permissions, removed by their owner or at their persistUntil."""
+
+    async def grant(
+        self, domain: str, issuer: str, account_uri: str, wildcard: bool, seconds: float, /
+    ) -> str: ...
+
+
 class BrokerApiSolver:
     """A DnsSolver over a broker's native API: ``POST /v1/present`` and ``/v1/cleanup``.
 
@@ -119,6 +131,21 @@ class BrokerApiSolver:
     async def cleanup(self, handle: PresentedChallenge) -> None:
         body = {"domain": handle.domain, "value": handle.value}
         await self._call("/v1/cleanup", body, handle.domain, self.timeout)
+
+    async def grant(
+        self, domain: str, issuer: str, account_uri: str, wildcard: bool, seconds: float
+    ) -> str:
+        """``POST /v1/persist`` with ``wait``: the token needs the persist right (or admin)."""
+        wait = min(max(seconds, 0.001), MAX_BROKER_WAIT)
+        body = {
+            "domain": domain, "issuer": issuer, "account_uri": account_uri,
+            "wildcard": wildcard, "wait": True, "timeout": wait,
+        }  # fmt: skip
+        answer = await self._call("/v1/persist", body, domain, wait + self.timeout)
+        report = answer.get("propagation")
+        served = servers_summary(report.get("servers")) if isinstance(report, dict) else None
+        record = f'{answer.get("fqdn")} "{answer.get("value")}"'
+        return f"{record}; served by {served}" if served else record
 
     async def _call(
         self, path: str, body: Mapping[str, Any], domain: str, seconds: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.api import audit, certificates, health, native, registrations, tokens
+from broker.api import audit, certificates, health, native, persist, registrations, tokens
 from broker.api.compat import acmedns, httpreq
 from broker.api.context import CONTEXT, ApiContext
 from broker.api.limits import LIMITS_KEY, RequestLimits, limit
@@ -21,6 +21,9 @@ ROUTES: tuple[Route, ...] = (
     ("POST", "/v1/cleanup", native.cleanup),
     ("GET", "/v1/challenges/{id}", native.get_challenge),
     ("GET", "/v1/propagation", native.check_propagation),
+    ("POST", "/v1/persist", persist.create),
+    ("GET", "/v1/persist", persist.list_grants),
+    ("DELETE", "/v1/persist/{id}", persist.remove),
     ("POST", "/v1/certificates", certificates.submit),
     ("GET", "/v1/certificates/{id}", certificates.get_order),
     ("GET", "/v1/certificates/{id}/latest", certificates.latest),

@@ -39,6 +39,8 @@ _QUERY = ("since", "until", "actor", "action", "limit", "cursor")
 _ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/present"): ("api", audit.PRESENT),
     ("POST", "/v1/cleanup"): ("api", audit.CLEANUP),
+    ("POST", "/v1/persist"): ("api", audit.PERSIST_GRANT),
+    ("DELETE", "/v1/persist/{id}"): ("api", audit.PERSIST_REVOKE),
     ("POST", "/v1/tokens"): ("api", audit.TOKEN_CREATE),
     ("POST", "/v1/tokens/exchange"): ("api", audit.TOKEN_EXCHANGE),
     ("DELETE", "/v1/tokens/{name}"): ("api", audit.TOKEN_REVOKE),

@@ -100,6 +100,8 @@ class TokenBody(StrictBody):
     """A TSIG key for RFC 2136 updates: true (hmac-sha256) or the algorithm."""
     one_shot: bool = False
     """Good for one present and the cleanup of that same name and value."""
+    persist: bool = False
+    """May create dns-persist-01 grants (standing issuance permissions) in its scopes."""
 
 
 T = TypeVar("T")

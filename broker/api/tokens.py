@@ -45,6 +45,7 @@ def token_json(record: TokenRecord) -> dict[str, Any]:
         "allow": list(record.scopes),
         "cidrs": list(record.cidrs),
         "admin": record.admin,
+        "persist": record.persist,
         "created_at": timestamp(record.created_at),
         "expires_at": timestamp(record.expires_at),
         "revoked_at": timestamp(record.revoked_at),
@@ -64,6 +65,7 @@ async def whoami(request: web.Request) -> web.Response:
             "name": principal.name,
             "allow": [str(scope) for scope in principal.scopes],
             "admin": principal.admin,
+            "persist": principal.persist,
         }
     )
 
@@ -84,11 +86,13 @@ async def create_token(request: web.Request) -> web.Response:
     issued = issue_token(
         body.name, body.allow, cidrs=body.cidrs, admin=body.admin, lifetime=body.expires,
         tsig=algorithm, box=context(request).secret_box, one_shot=body.one_shot,
+        persist=body.persist,
     )  # fmt: skip
     await context(request).store.create_token(issued.record)
     log.info(
-        "token created name=%s scopes=%s admin=%s tsig=%s by=%s",
+        "token created name=%s scopes=%s admin=%s persist=%s tsig=%s by=%s",
         issued.record.name, ",".join(issued.record.scopes), issued.record.admin,
+        issued.record.persist,
         issued.record.tsig_algorithm or "none", principal.name,
     )  # fmt: skip
     return web.json_response(

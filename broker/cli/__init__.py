@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.cli import audit, certificates, service, tokens
+from broker.cli import audit, certificates, persist, service, tokens
 from broker.cli.runner import EXIT_CONFIG, EXIT_FAILED
 from broker.config import ConfigError, load_settings
 from broker.errors import BrokerError
@@ -40,6 +40,6 @@ def parser() -> argparse.ArgumentParser:
     )
     top = argparse.ArgumentParser(prog="dns01-broker", parents=[common])
     commands = top.add_subparsers(required=True, metavar="COMMAND")
-    for module in (service, tokens, certificates, audit):
+    for module in (service, tokens, certificates, persist, audit):
         module.register(commands, common)
     return top

@@ -51,6 +51,13 @@ def register(
     issue.add_argument(
         "--deploy-hook", help="shell command run after each renewal of this lineage (kept)"
     )
+    issue.add_argument(
+        "--persist",
+        action="store_true",
+        help="use dns-persist-01 where the CA offers it: the broker keeps a standing grant "
+        "for this ACME account at _validation-persist.<name> (the token needs the persist "
+        "right); names the CA offers it not for use dns-01 (kept for renewals)",
+    )
     issue.set_defaults(run=_issue)
 
 
@@ -89,6 +96,11 @@ def _walk(args: argparse.Namespace, settings: Settings, terminal: Terminal) -> i
     target = broker_target(args, settings)
     token = run_value(lineage.token_info(target, args.ca_bundle))
     names = _names(args, terminal, token)
+    if args.persist and not (token.admin or token.persist):
+        raise Refused(
+            f"--persist needs a token with the persist right: token {token.name!r} has none "
+            "(an admin makes one with `dns01-broker token create --persist`)"
+        )
     choice = _ca(args, settings, terminal)
     eab = _eab(args, choice)
     config_dir: Path | None = args.config_dir
@@ -110,9 +122,15 @@ def _walk(args: argparse.Namespace, settings: Settings, terminal: Terminal) -> i
         ca=choice.name,
         deploy_hook=args.deploy_hook,
         account=None if account is None else str(account),
+        persist=args.persist,
     )
     terminal.say(f"ordering {', '.join(names)} from {choice.name or choice.directory}")
     terminal.say(f"  DNS-01 through the broker at {target.url}")
+    if args.persist:
+        terminal.say(
+            "  dns-persist-01 where the CA offers it: a standing grant for this account stays "
+            "in DNS after the order (see: dns01-broker persist list)"
+        )
     issued = run_acme(lineage.issue_into(out, params, target, eab=eab, on_event=Progress(terminal)))
     if issued is None:
         return EXIT_FAILED

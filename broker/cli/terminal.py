@@ -13,6 +13,8 @@ from broker.acme import AcmeEvent, EventKind
 STEPS = {
     EventKind.AUTHORIZATION_PENDING: "pending",
     EventKind.PRESENTING: "presented",
+    EventKind.PERSIST_GRANTED: "persist grant served",
+    EventKind.PERSIST_UNAVAILABLE: "no dns-persist-01 offered: dns-01",
     EventKind.PROPAGATED: "propagated",
     EventKind.CHALLENGE_ANSWERED: "answered",
     EventKind.AUTHORIZATION_VALID: "valid",

@@ -40,6 +40,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     create.add_argument("--expires", help="lifetime such as 90d, 12h, 15m (default: never)")
     create.add_argument("--admin", action="store_true", help="may manage tokens, any name")
     create.add_argument(
+        "--persist",
+        action="store_true",
+        help="may create dns-persist-01 grants (standing permissions to issue) in its scopes",
+    )
+    create.add_argument(
         "--tsig",
         nargs="?",
         const=DEFAULT_ALGORITHM,
@@ -100,6 +105,7 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     issued = issue_token(
         args.name, args.allow, cidrs=args.cidr, admin=args.admin, lifetime=lifetime,
         tsig=args.tsig, box=box, one_shot=args.one_shot,
+        persist=args.persist,
     )  # fmt: skip
 
     async def create(store: Store) -> int:
@@ -169,15 +175,15 @@ def _token_list(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps([token_json(record) for record in records], indent=2))
             return 0
-        print(f"{'NAME':<20} {'ADMIN':<5} {'EXPIRES':<24} {'STATE':<8} SCOPES / CIDRS")
+        print(f"{'NAME':<20} {'ADMIN':<7} {'EXPIRES':<24} {'STATE':<8} SCOPES / CIDRS")
         for record in records:
             state = "revoked" if record.revoked_at else "live"
             scopes = ",".join(record.scopes) or "(all)"
             cidrs = f" from {','.join(record.cidrs)}" if record.cidrs else ""
             expires = timestamp(record.expires_at) or "never"
-            admin = "yes" if record.admin else "no"
+            admin = "yes" if record.admin else ("persist" if record.persist else "no")
             once = " (one-shot)" if record.one_shot is not None else ""
-            print(f"{record.name:<20} {admin:<5} {expires:<24} {state:<8} {scopes}{cidrs}{once}")
+            print(f"{record.name:<20} {admin:<7} {expires:<24} {state:<8} {scopes}{cidrs}{once}")
         return 0
 
     return with_store(settings, listing)

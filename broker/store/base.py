@@ -66,6 +66,8 @@ class TokenRecord:
     one_shot: str | None = None
     """None for an ordinary token; for a one-shot token ``""`` until its first present,
     then the challenge it is bound to (``<fqdn> <value>``); see broker.auth."""
+    persist: bool = False
+    """The token may create dns-persist-01 grants for names in its scopes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,10 @@ class Store(ABC):
 
     @abstractmethod
     async def live_challenges(self) -> list[ChallengeRecord]: ...
+
+    @abstractmethod
+    async def live_under(self, label: str) -> list[ChallengeRecord]:
+        """The live records whose name's first label is ``label``, oldest first."""
 
     @abstractmethod
     async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:

@@ -20,7 +20,7 @@ Row = tuple[Any, ...]
 
 TOKEN_COLUMNS = ", ".join(  # one name per column: ruff reads a list of them as a password
     ("name", "key", "digest", "scopes", "cidrs", "admin", "created_at", "expires_at",
-     "revoked_at", "tsig_name", "tsig_algorithm", "tsig_secret", "one_shot")
+     "revoked_at", "tsig_name", "tsig_algorithm", "tsig_secret", "one_shot", "persist")
 )  # fmt: skip
 CHALLENGE_COLUMNS = (
     "id, fqdn, value, zone, provider, owner, created_at, expires_at, state, ended_at, "
@@ -51,12 +51,13 @@ def token_row(token: TokenRecord) -> tuple[Any, ...]:
         token.tsig_algorithm,
         token.tsig_secret,
         token.one_shot,
+        int(token.persist),
     )
 
 
 def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
     name, key, digest, scopes, cidrs, admin, created_at, expires_at, revoked_at = row[:9]
-    tsig_name, tsig_algorithm, tsig_secret, one_shot = row[9:]
+    tsig_name, tsig_algorithm, tsig_secret, one_shot, persist = row[9:]
     return TokenRecord(
         name=name,
         key=key,
@@ -71,6 +72,7 @@ def token_from_row(row: tuple[Any, ...]) -> TokenRecord:
         tsig_algorithm=tsig_algorithm,
         tsig_secret=tsig_secret,
         one_shot=one_shot,
+        persist=bool(persist),
     )
 
 

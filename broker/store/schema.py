@@ -20,8 +20,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-HEAD = "0007"
-KNOWN = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+HEAD = "0008"
+KNOWN = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 LEGACY_SQLITE_VERSION = 1
 """``PRAGMA user_version`` of SQLite files made before migrations: schema 0001."""
 

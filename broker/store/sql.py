@@ -302,6 +302,15 @@ class SqlStore(Store):
         )
         return [challenge_from_row(row) for row in rows]
 
+    async def live_under(self, label: str) -> list[ChallengeRecord]:
+        prefix = label + "."
+        rows = await self._select(
+            f"SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE state = 'present' "
+            "AND substr(fqdn, 1, ?) = ? ORDER BY created_at",
+            (len(prefix), prefix),
+        )
+        return [challenge_from_row(row) for row in rows]
+
     async def due_challenges(self, now: float, limit: int = 500) -> list[ChallengeRecord]:
         rows = await self._select(
             f"SELECT {CHALLENGE_COLUMNS} FROM challenges "

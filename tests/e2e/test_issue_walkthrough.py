@@ -237,3 +237,32 @@ async def test_account_rollover_then_deactivation(world: World, tmp_path: Path):
     code, _, stderr = await world.cli("renew", "--out", str(out), "--force")
     assert code == 0, stderr
     assert json.loads((out / "account.json").read_text())["url"] != first["url"]
+
+
+async def test_issue_persist_says_pebble_offers_no_dns_persist_01_and_uses_dns_01(
+    world: World, tmp_path: Path
+):
+    live = tmp_path / "live"
+    code, stdout, stderr = await world.cli(
+        "issue", "-d", "app.example.test", "--config-dir", str(live), "--ca", "pebble",
+        "--agree-tos", "--persist",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "dns-persist-01 where the CA offers it" in stdout
+    assert (
+        "persist-unavailable app.example.test: the CA offers no dns-persist-01 here (only "
+        in stdout
+    )
+    assert "answering dns-01 instead" in stdout
+    params = json.loads((live / "app.example.test" / "renewal.json").read_text())
+    assert params["persist"] is True
+
+    issued = await world.running.broker.store.live_under("_validation-persist")
+    assert issued == []
+    token = await world.running.token("web1", ["example.test"])
+    code, _, stderr = await world.cli(
+        "issue", "-d", "example.test", "--out", str(tmp_path / "x"), "--ca", "pebble",
+        "--agree-tos", "--persist", "--server", world.running.url, "--token", token,
+    )  # fmt: skip
+    assert code == 1
+    assert "--persist needs a token with the persist right" in stderr

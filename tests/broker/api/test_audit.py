@@ -246,7 +246,12 @@ async def test_a_non_admin_token_cannot_make_tokens_or_widen_itself_anywhere(
     # acme-dns registration (closed to token holders only when configured) makes an
     # account limited to its own new name, never a token or a wider scope:
     _, whoami = await api.call("GET", "/v1/whoami", token)
-    assert whoami == {"name": "web1", "allow": ["www.example.test"], "admin": False}
+    assert whoami == {
+        "name": "web1",
+        "allow": ["www.example.test"],
+        "admin": False,
+        "persist": False,
+    }
     listing = await running.broker.store.list_tokens(include_revoked=True)
     assert sorted(t.name for t in listing) == ["admin", "web1"]
 

@@ -172,7 +172,12 @@ async def test_a_token_can_read_its_own_name_and_scopes(api: Api, running: Runni
     status, me = await api.call("GET", "/v1/whoami", token)
     assert (status, me) == (
         200,
-        {"name": "web1", "allow": ["example.test", "*.example.test"], "admin": False},
+        {
+            "name": "web1",
+            "allow": ["example.test", "*.example.test"],
+            "admin": False,
+            "persist": False,
+        },
     )
     status, me = await api.call("GET", "/v1/whoami", running.admin_token)
     assert (status, me["admin"], me["allow"]) == (200, True, [])
