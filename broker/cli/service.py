@@ -94,6 +94,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             await stop.wait()
         finally:
             await broker.stop()
+            # Stopped cleanly: a further SIGTERM or SIGINT (a supervisor repeating itself)
+            # must not kill the interpreter while it exits. The loop would restore the
+            # default action when it closes, so its handlers go first.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
         return 0
 
     return run(serve)

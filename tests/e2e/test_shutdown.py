@@ -5,6 +5,7 @@ its store and providers, and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,3 +85,18 @@ async def test_a_request_past_the_shutdown_timeout_is_cut_and_serve_still_exits_
         assert await served.stop() == 0  # long before the 60 s the provider call would take
         outcome = await asyncio.gather(in_flight, return_exceptions=True)
     assert isinstance(outcome[0], aiohttp.ClientError) or outcome[0] >= 500
+
+
+async def test_sigterm_repeated_until_it_exits_still_ends_in_a_clean_exit(
+    tmp_path: Path, serve: list[Served]
+):
+    """A supervisor may repeat its SIGTERM: one that lands while the stopped broker's
+    interpreter exits must not turn exit 0 into death by signal."""
+    served = await start(write_config(tmp_path), serve)
+    for _ in range(2000):  # every 5 ms, at most 10 s
+        if served.process.returncode is not None:
+            break
+        served.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(served.process.wait(), 0.005)
+    assert await served.stop() == 0
