@@ -3,6 +3,7 @@ PostgreSQL where a test directory asks for both), and the OpenAPI contract."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from broker.runtime import Broker
 from tests.fakes.oidc import LocalIssuer
 from tests.peers import PostgresCluster
 from tests.process import Served
+from tests.providers.aws import MotoServer, create_zone
 from tests.support import ROOT, Api, OpenApi, Running, write_settings
 
 StartBroker = Callable[..., Awaitable[Running]]
@@ -113,3 +115,15 @@ async def local_issuer() -> AsyncIterator[LocalIssuer]:
         yield issuer
     finally:
         await issuer.stop()
+
+
+@pytest.fixture
+async def moto() -> AsyncIterator[MotoServer]:
+    """A local Route53 (moto) holding the zone ``r53.test.`` (API and end-to-end tests)."""
+    server = MotoServer()
+    await asyncio.to_thread(server.start)
+    try:
+        create_zone(server, "r53.test.")
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -3,7 +3,6 @@ same with the CLI pointed at them (``world``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from broker.config import load_settings
 from tests.e2e.world import World
 from tests.peers import Pebble, free_dns_port, free_port
-from tests.providers.aws import MotoServer, create_zone
 from tests.support import Running, write_config
 
 
@@ -50,15 +48,3 @@ async def world(start_broker, tmp_path: Path) -> AsyncIterator[World]:
         yield World(config, pebble, running)
     finally:
         await pebble.stop()
-
-
-@pytest.fixture
-async def moto() -> AsyncIterator[MotoServer]:
-    """A local Route53 (moto) holding the zone ``r53.test.``."""
-    server = MotoServer()
-    await asyncio.to_thread(server.start)
-    try:
-        create_zone(server, "r53.test.")
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)

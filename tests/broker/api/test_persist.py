@@ -15,7 +15,7 @@ import pytest
 
 from broker.persist import PersistGrant, parse_issue_value
 from tests.broker.api.test_audit import events, summary
-from tests.providers.aws import MotoServer, create_zone, route53_client, route53_config, route53_txt
+from tests.providers.aws import MotoServer, route53_client, route53_config, route53_txt
 from tests.support import Api, Running, write_settings
 
 ISSUER = "ca.example.net"
@@ -250,17 +250,6 @@ async def test_tokens_with_the_persist_right_are_made_over_the_api(api: Api, run
         "POST", "/v1/persist", made["token"], json=grant_body("example.test")
     )
     assert (status, body["fqdn"]) == (201, "_validation-persist.example.test.")
-
-
-@pytest.fixture
-async def moto() -> Any:
-    server = MotoServer()
-    await asyncio.to_thread(server.start)
-    try:
-        create_zone(server, "r53.test.")
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_route53_grant_keeps_a_foreign_value_at_the_name(
